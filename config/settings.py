@@ -1,0 +1,316 @@
+"""Settings for the Shoptet addon platform: one module, every difference comes from the environment."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import django_stubs_ext
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework import generics, serializers, viewsets
+
+# Lets admin, serializer and view classes be written with their model as a type parameter.
+django_stubs_ext.monkeypatch(
+    extra_classes=[serializers.ModelSerializer, viewsets.ReadOnlyModelViewSet, generics.GenericAPIView]
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# ---------------------------------------------------------------------------
+# Shoptet credentials first: without them the platform runs in demo mode,
+# which turns DEBUG on (INTERFACE.md, `make run`).
+# ---------------------------------------------------------------------------
+SHOPTET_CLIENT_ID: str = env.str("SHOPTET_CLIENT_ID", default="")
+SHOPTET_CLIENT_SECRET: str = env.str("SHOPTET_CLIENT_SECRET", default="")
+SHOPTET_PARTNER_URL: str = env.str("SHOPTET_PARTNER_URL", default="").rstrip("/")
+SHOPTET_API_URL: str = env.str("SHOPTET_API_URL", default="https://api.myshoptet.com").rstrip("/")
+
+SHOPTET_CREDENTIALS_SET = bool(SHOPTET_CLIENT_ID and SHOPTET_CLIENT_SECRET and SHOPTET_PARTNER_URL)
+
+# ---------------------------------------------------------------------------
+# Django basics
+# ---------------------------------------------------------------------------
+DEBUG: bool = env.bool("DEBUG", default=not SHOPTET_CREDENTIALS_SET)
+PORT: int = env.int("PORT", default=8000)
+PUBLIC_URL: str = env.str("PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+
+
+def _required(name: str, value: str) -> str:
+    """Stop the start when a production secret is missing instead of running with a guessable default."""
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set. Set it in the environment or in .env (see .env.example); "
+            "only DEBUG mode runs without it."
+        )
+    return value
+
+
+SECRET_KEY: str = env.str("SECRET_KEY", default="")
+if DEBUG and not SECRET_KEY:
+    SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789-abcdefghijklmnop"
+_required("SECRET_KEY", SECRET_KEY)
+
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"] if DEBUG else []
+)
+
+# ---------------------------------------------------------------------------
+# Secrets at rest
+# ---------------------------------------------------------------------------
+
+
+def _debug_encryption_key(secret_key: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(("token-encryption:" + secret_key).encode()).digest()).decode()
+
+
+TOKEN_ENCRYPTION_KEYS: list[str] = env.list("TOKEN_ENCRYPTION_KEYS", default=[])
+if DEBUG and not TOKEN_ENCRYPTION_KEYS:
+    TOKEN_ENCRYPTION_KEYS = [_debug_encryption_key(SECRET_KEY)]
+if not TOKEN_ENCRYPTION_KEYS:
+    _required("TOKEN_ENCRYPTION_KEYS", "")
+
+if not DEBUG:
+    _required("SHOPTET_CLIENT_ID", SHOPTET_CLIENT_ID)
+    _required("SHOPTET_CLIENT_SECRET", SHOPTET_CLIENT_SECRET)
+    _required("SHOPTET_PARTNER_URL", SHOPTET_PARTNER_URL)
+
+# ---------------------------------------------------------------------------
+# Webhooks registered for every installation
+# ---------------------------------------------------------------------------
+DEFAULT_WEBHOOK_EVENTS = [
+    "order:create",
+    "order:update",
+    "order:delete",
+    "invoice:create",
+    "invoice:update",
+    "invoice:delete",
+    "eshop:projectDomain",
+]
+# Shoptet answers 409 when one installation registers both events of these pairs.
+CONFLICTING_WEBHOOK_EVENTS = [
+    ("order:update", "order:cancel"),
+    ("customer:update", "customer:disableOrders"),
+    ("customer:update", "customer:enableOrders"),
+]
+_events = env.list("SHOPTET_WEBHOOK_EVENTS", default=DEFAULT_WEBHOOK_EVENTS)
+SHOPTET_WEBHOOK_EVENTS: list[str] = sorted({event.strip() for event in _events if event.strip()} | {"job:finished"})
+for _first, _second in CONFLICTING_WEBHOOK_EVENTS:
+    if _first in SHOPTET_WEBHOOK_EVENTS and _second in SHOPTET_WEBHOOK_EVENTS:
+        raise ImproperlyConfigured(
+            f"SHOPTET_WEBHOOK_EVENTS holds both {_first} and {_second}; Shoptet refuses that pair (409). Keep one."
+        )
+
+# Shoptet's install window is 5 s; the code exchange gets at most 3 s of it.
+SHOPTET_INSTALL_EXCHANGE_TIMEOUT = 3.0
+SHOPTET_API_TIMEOUT = 20.0
+SHOPTET_CONTENT_TYPE = "application/json"
+SHOPTET_TOKEN_CONCURRENCY = 3
+
+# ---------------------------------------------------------------------------
+# Applications
+# ---------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "installations",
+    "shoptet_api",
+    "webhooks",
+    "sync",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# ---------------------------------------------------------------------------
+# Database
+# ---------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share one SQLite file in embedded mode; wait for the write lock.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ---------------------------------------------------------------------------
+# Redis: broker, cache, cross-worker locks. Unset means embedded mode.
+# ---------------------------------------------------------------------------
+REDIS_URL: str = env.str("REDIS_URL", default="")
+REDIS_SOCKET_TIMEOUT = 5.0
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "platform",
+            "OPTIONS": {
+                "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+            },
+        }
+    }
+else:
+    # Embedded mode: the database is the one store every process shares.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "platform_cache",
+        }
+    }
+
+# ---------------------------------------------------------------------------
+# Celery
+# ---------------------------------------------------------------------------
+EMBEDDED_BROKER_DIR = BASE_DIR / "var" / "broker"
+# The longest task (a snapshot import) is limited to an hour; Redis redelivers an unacknowledged task
+# after the visibility timeout, so it must be longer or a running task would be started twice.
+CELERY_TASK_TIME_LIMIT = 60 * 60
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+CELERY_VISIBILITY_TIMEOUT = CELERY_TASK_TIME_LIMIT + 30 * 60
+
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+else:
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(EMBEDDED_BROKER_DIR / "queue"),
+        "data_folder_out": str(EMBEDDED_BROKER_DIR / "queue"),
+        "processed_folder": str(EMBEDDED_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Publishing must never hang a request: a broker that does not answer fails fast, and the
+# outbox relays in beat pick the work up later.
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BEAT_SCHEDULE = {
+    # The install callback only writes the database; this relay enqueues the onboarding.
+    "relay-pending-onboarding": {
+        "task": "installations.tasks.relay_pending_onboarding",
+        "schedule": 3.0,
+    },
+}
+
+# ---------------------------------------------------------------------------
+# REST API
+# ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_PAGINATION_CLASS": "config.rest.Pagination",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "config.rest.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# ---------------------------------------------------------------------------
+# Security
+# ---------------------------------------------------------------------------
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = 0 if DEBUG else 60 * 60 * 24 * 365
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = [PUBLIC_URL] if PUBLIC_URL.startswith("https://") else []
+# TLS is terminated at the load balancer, which redirects to HTTPS (README, deployment).
+SILENCED_SYSTEM_CHECKS = ["security.W008"]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# ---------------------------------------------------------------------------
+# Internationalisation, static files
+# ---------------------------------------------------------------------------
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# ---------------------------------------------------------------------------
+# Logging: one line per record; the e-shop id rides along where a record concerns one.
+# ---------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "line"},
+    },
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        # urllib3 logs full URLs at DEBUG; result URLs are secrets, so keep it quiet.
+        "urllib3": {"level": "WARNING"},
+    },
+}

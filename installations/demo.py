@@ -1,0 +1,48 @@
+"""Demo mode: install the fake Shoptet's demo e-shop the way Shoptet would, through the install callback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+from django.conf import settings
+
+from shoptet_api import tokens
+
+DEMO_ESHOP_ID = 1000001
+
+
+class DemoUnavailable(Exception):
+    """No fake Shoptet answers at SHOPTET_API_URL: the platform is not running in demo mode."""
+
+
+@dataclass(frozen=True)
+class DemoInstall:
+    status: int
+    body: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == 200
+
+
+def demo_available() -> bool:
+    return settings.DEBUG
+
+
+def install_demo_eshop(*, eshop_id: int = DEMO_ESHOP_ID) -> DemoInstall:
+    """Ask the fake Shoptet to install the demo e-shop: it issues a code and calls our install URL."""
+    if not demo_available():
+        raise DemoUnavailable("The demo e-shop exists only in demo mode (DEBUG on, the fake Shoptet running).")
+    try:
+        response = requests.post(
+            f"{settings.SHOPTET_API_URL}/_fake/eshops/{eshop_id}/install",
+            json={"installUrl": tokens.install_redirect_uri()},
+            timeout=15,
+        )
+    except requests.RequestException as error:
+        raise DemoUnavailable(f"The fake Shoptet at {settings.SHOPTET_API_URL} does not answer.") from error
+    if response.status_code != 200:
+        raise DemoUnavailable(f"The fake Shoptet refused the demo install (HTTP {response.status_code}).")
+    answer = response.json()
+    return DemoInstall(status=int(answer.get("status") or 0), body=str(answer.get("body") or ""))

@@ -1,0 +1,126 @@
+"""The tenant: one row per e-shop that installed the addon, and what happened to it."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.timezone import now
+
+from installations.encryption import EncryptedTextField
+
+
+class Installation(models.Model):
+    """One e-shop that installed the addon. Every tenant row hangs off this."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        UNINSTALLED = "uninstalled", "Uninstalled"
+        TERMINATED = "terminated", "Terminated"
+
+    class Onboarding(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    eshop_id = models.PositiveBigIntegerField(unique=True, help_text="Shoptet's e-shop id (eshopId).")
+    eshop_url = models.URLField(max_length=500, blank=True)
+    name = models.CharField(max_length=255, blank=True)
+    contact_email = models.EmailField(max_length=254, blank=True)
+    timezone = models.CharField(max_length=64, blank=True)
+    oauth_url = models.URLField(
+        max_length=500, blank=True, help_text="The e-shop's own OAuth server (GET /api/eshop → urls[oauth])."
+    )
+
+    oauth_token = EncryptedTextField(help_text="Permanent OAuth access token from the install callback.")
+    webhook_signature_key = EncryptedTextField(blank=True, default="")
+    signature_key_renewed_at = models.DateTimeField(null=True, blank=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    status_changed_at = models.DateTimeField(default=now)
+    installed_at = models.DateTimeField(default=now)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    uninstalled_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+
+    onboarding_status = models.CharField(max_length=16, choices=Onboarding.choices, default=Onboarding.PENDING)
+    onboarding_error = models.TextField(blank=True)
+    onboarding_enqueued_at = models.DateTimeField(null=True, blank=True)
+    onboarded_at = models.DateTimeField(null=True, blank=True)
+    last_webhook_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["eshop_id"]
+        indexes = [models.Index(fields=["status", "onboarding_status"])]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'e-shop'} ({self.eshop_id})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+    def transition_to(self, status: str, *, cause: str) -> bool:
+        """Move to `status`, stamp its time and write the history row; False when already there."""
+        if self.status == status:
+            return False
+        moment = now()
+        previous = self.status
+        self.status = status
+        self.status_changed_at = moment
+        stamped = {
+            self.Status.ACTIVE: "installed_at",
+            self.Status.SUSPENDED: "suspended_at",
+            self.Status.UNINSTALLED: "uninstalled_at",
+            self.Status.TERMINATED: "terminated_at",
+        }[self.Status(status)]
+        if status != self.Status.ACTIVE or previous != self.Status.SUSPENDED:
+            setattr(self, stamped, moment)
+        self.save(update_fields=["status", "status_changed_at", stamped, "updated_at"])
+        StatusChange.objects.create(installation=self, from_status=previous, to_status=status, cause=cause)
+        return True
+
+
+class StatusChange(models.Model):
+    """History of an installation's status: one row per transition, with what caused it."""
+
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16)
+    cause = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '—'} → {self.to_status}"
+
+
+class InstallAttempt(models.Model):
+    """Every call of the install callback, successful or not, for staff to see."""
+
+    class Outcome(models.TextChoices):
+        INSTALLED = "installed", "Installed"
+        REINSTALLED = "reinstalled", "Reinstalled"
+        FAILED = "failed", "Failed"
+
+    eshop_id = models.PositiveBigIntegerField(null=True, blank=True)
+    installation = models.ForeignKey(
+        Installation, null=True, blank=True, on_delete=models.SET_NULL, related_name="install_attempts"
+    )
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    error = models.TextField(blank=True)
+    # A fingerprint, never the code itself: enough to spot a reused code.
+    code_fingerprint = models.CharField(max_length=16, blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_outcome_display()} {self.eshop_id or ''}".strip()

@@ -1,0 +1,45 @@
+"""Celery tasks for tenants: an id in, one service call, transient Shoptet errors retried with backoff."""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+
+from celery import Task, shared_task
+
+from installations import services
+from installations.models import Installation
+from shoptet_api.errors import TRANSIENT_ERRORS, ShoptetError
+
+logger = logging.getLogger(__name__)
+
+ONBOARDING_MAX_RETRIES = 8
+# A claimed onboarding that has not finished after this long was lost (broker flushed): claim it again.
+# Longer than all retries of one run together, so a run still retrying is never doubled.
+ONBOARDING_STALE_AFTER = timedelta(hours=2)
+
+
+def backoff_seconds(retries: int, *, base: float = 5.0, cap: float = 600.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * 2**retries))  # noqa: S311 - jitter
+
+
+@shared_task(bind=True, max_retries=ONBOARDING_MAX_RETRIES, queue="shoptet")
+def onboard(self: Task, installation_id: int) -> None:  # type: ignore[type-arg]
+    installation = Installation.objects.get(pk=installation_id)
+    try:
+        services.onboard(installation=installation)
+    except TRANSIENT_ERRORS as error:
+        if self.request.retries >= ONBOARDING_MAX_RETRIES:
+            services.record_onboarding_failure(installation=installation, error=error)  # type: ignore[arg-type]
+            return
+        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+    except ShoptetError as error:
+        services.record_onboarding_failure(installation=installation, error=error)
+
+
+@shared_task(queue="default")
+def relay_pending_onboarding() -> None:
+    for installation_id in services.claim_pending_onboarding(stale_after=ONBOARDING_STALE_AFTER):
+        onboard.delay(installation_id)

@@ -1,0 +1,22 @@
+"""Install callback: Shoptet calls it with a one-time code and gives us 5 seconds."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from installations import services
+
+
+@csrf_exempt  # Shoptet's server calls it; there is no browser session to protect.
+@require_GET
+def install(request: HttpRequest) -> HttpResponse:
+    """Answer 200 only once the OAuth token is committed; onboarding follows through the relay."""
+    try:
+        outcome = services.install(code=request.GET.get("code", ""), remote_addr=request.META.get("REMOTE_ADDR"))
+    except services.InstallFailed as failure:
+        return JsonResponse({"installed": False, "error": failure.message}, status=failure.http_status)
+    return JsonResponse(
+        {"installed": True, "eshopId": outcome.installation.eshop_id, "reinstalled": outcome.reinstalled}
+    )

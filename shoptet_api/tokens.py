@@ -1,0 +1,249 @@
+"""OAuth tokens: the install code exchange and the short-lived API access tokens shared by every worker.
+
+Shoptet allows at most 5 valid API tokens per installation, each valid 30 minutes. One token is cached
+per installation in the shared cache (Redis in production, the database in embedded mode), encrypted
+like every other secret, and minted by one process at a time under a lock; everybody else waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import requests
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from installations import encryption
+from shoptet_api.errors import AddonNotInstalled, AddonSuspended, OAuthError, TransportError
+
+if TYPE_CHECKING:
+    from installations.models import Installation
+
+logger = logging.getLogger(__name__)
+
+# Refresh this long before Shoptet's expiry so that no request leaves with a token about to die.
+REFRESH_MARGIN_SECONDS = 300
+MINT_TIMEOUT_SECONDS = 10.0
+# The lock outlives a mint that hangs until its timeout; a dead minter frees it when it expires.
+MINT_LOCK_SECONDS = int(MINT_TIMEOUT_SECONDS) + 5
+WAIT_FOR_MINT_SECONDS = MINT_LOCK_SECONDS + 5
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the install code exchange returns."""
+
+    access_token: str
+    eshop_id: int
+    eshop_url: str
+    contact_email: str
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: str
+    expires_at: float
+
+    @property
+    def fresh(self) -> bool:
+        return self.expires_at - time.time() > REFRESH_MARGIN_SECONDS
+
+
+def partner_oauth_url(action: str) -> str:
+    return f"{settings.SHOPTET_PARTNER_URL}/action/ApiOAuthServer/{action}"
+
+
+def install_redirect_uri() -> str:
+    return f"{settings.PUBLIC_URL}/shoptet/install/"
+
+
+# ---------------------------------------------------------------------------
+# Install: code → permanent OAuth token
+# ---------------------------------------------------------------------------
+
+
+def exchange_code(code: str, *, timeout: float | None = None) -> Grant:
+    """Exchange a one-time install code for the e-shop's permanent OAuth token.
+
+    Raises OAuthError when Shoptet refuses the code, TransportError when it cannot be asked.
+    """
+    # Reference: https://developers.shoptet.com/ "Installing the addon" (partner OAuth server, not in the spec)
+    payload = {
+        "client_id": settings.SHOPTET_CLIENT_ID,
+        "client_secret": settings.SHOPTET_CLIENT_SECRET,
+        "code": code,
+        "grant_type": "authorization_code",
+        "redirect_uri": install_redirect_uri(),
+        "scope": "api",
+    }
+    try:
+        response = requests.post(
+            partner_oauth_url("token"),
+            json=payload,
+            timeout=timeout or settings.SHOPTET_INSTALL_EXCHANGE_TIMEOUT,
+        )
+    except requests.Timeout as error:
+        raise TransportError("Shoptet's OAuth server did not answer in time") from error
+    except requests.RequestException as error:
+        raise TransportError(f"Shoptet's OAuth server is unreachable ({type(error).__name__})") from error
+    if response.status_code != 200:
+        raise OAuthError.from_response(response)
+    return _grant_from(response)
+
+
+def _grant_from(response: requests.Response) -> Grant:
+    try:
+        body = response.json()
+    except ValueError as error:
+        raise TransportError("Shoptet's OAuth server answered with something that is not JSON") from error
+    if not isinstance(body, dict):
+        raise TransportError("Shoptet's OAuth server answered with an unexpected JSON value")
+    if body.get("error"):
+        raise OAuthError(str(body["error"]), str(body.get("error_description") or ""), status=response.status_code)
+    access_token = body.get("access_token")
+    eshop_id = body.get("eshopId")
+    if not isinstance(access_token, str) or not access_token:
+        raise TransportError("Shoptet's OAuth answer holds no access_token")
+    if isinstance(eshop_id, bool) or not isinstance(eshop_id, int | str) or not str(eshop_id).isdigit():
+        raise TransportError("Shoptet's OAuth answer holds no valid eshopId")
+    return Grant(
+        access_token=access_token,
+        eshop_id=int(eshop_id),
+        eshop_url=str(body.get("eshopUrl") or ""),
+        contact_email=str(body.get("contactEmail") or ""),
+    )
+
+
+# ---------------------------------------------------------------------------
+# API access tokens: cached, single-flight, shared by every process
+# ---------------------------------------------------------------------------
+
+
+def _token_key(installation: Installation) -> str:
+    return f"shoptet:{installation.eshop_id}:api-token"
+
+
+def _lock_key(installation: Installation) -> str:
+    return f"shoptet:{installation.eshop_id}:api-token:mint-lock"
+
+
+def cached_token(installation: Installation) -> AccessToken | None:
+    stored = cache.get(_token_key(installation))
+    if not stored:
+        return None
+    try:
+        data = json.loads(encryption.decrypt(stored))
+        return AccessToken(value=data["value"], expires_at=float(data["expires_at"]))
+    except (encryption.UndecryptableSecret, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store(installation: Installation, token: AccessToken) -> None:
+    stored = encryption.encrypt(json.dumps({"value": token.value, "expires_at": token.expires_at}))
+    ttl = max(1, int(token.expires_at - time.time() - REFRESH_MARGIN_SECONDS))
+    cache.set(_token_key(installation), stored, timeout=ttl)
+
+
+def get_access_token(installation: Installation) -> str:
+    """Return a valid API token for the e-shop, minting one only when no process has a fresh one."""
+    deadline = time.monotonic() + WAIT_FOR_MINT_SECONDS
+    while True:
+        token = cached_token(installation)
+        if token and token.fresh:
+            return token.value
+        owner = f"{random.getrandbits(64):016x}"  # noqa: S311 - a lock owner tag, not a secret
+        if cache.add(_lock_key(installation), owner, timeout=MINT_LOCK_SECONDS):
+            try:
+                return _mint_unless_fresh(installation)
+            finally:
+                if cache.get(_lock_key(installation)) == owner:
+                    cache.delete(_lock_key(installation))
+        if time.monotonic() > deadline:
+            raise TransportError(f"no API token for e-shop {installation.eshop_id}: another worker's mint hangs")
+        time.sleep(0.05 + random.random() * 0.05)  # noqa: S311 - jitter
+
+
+def _mint_unless_fresh(installation: Installation) -> str:
+    # Another process may have minted while we waited for the lock.
+    token = cached_token(installation)
+    if token and token.fresh:
+        return token.value
+    token = mint_access_token(installation)
+    _store(installation, token)
+    return token.value
+
+
+def discard_access_token(installation: Installation, value: str) -> None:
+    """Forget `value` if it is still the cached token (Shoptet said it expired); keep a newer one."""
+    token = cached_token(installation)
+    if token and token.value == value:
+        cache.delete(_token_key(installation))
+
+
+def forget_access_tokens(installation: Installation) -> None:
+    """Drop the cached token: the installation is gone or its OAuth token changed."""
+    cache.delete(_token_key(installation))
+
+
+def mint_access_token(installation: Installation) -> AccessToken:
+    """Ask the partner OAuth server for a new 30-minute API token (counts towards the 5-token cap)."""
+    # Reference: https://developers.shoptet.com/ "Getting API access token" (partner OAuth server)
+    started = time.time()
+    try:
+        response = requests.get(
+            partner_oauth_url("getAccessToken"),
+            headers={"Authorization": f"Bearer {installation.oauth_token}"},
+            timeout=MINT_TIMEOUT_SECONDS,
+        )
+    except requests.RequestException as error:
+        raise TransportError(f"getAccessToken failed for e-shop {installation.eshop_id} ({type(error).__name__})") from error
+    body = _json_body(response)
+    if response.status_code != 200 or body.get("error") or not body.get("access_token"):
+        error = OAuthError.from_response(response)
+        _record_addon_state(installation, error)
+        raise error
+    expires_in = _expires_in(body.get("expires_in"))
+    logger.info("shoptet api token minted eshop_id=%s expires_in=%s", installation.eshop_id, expires_in)
+    return AccessToken(value=str(body["access_token"]), expires_at=started + expires_in)
+
+
+def _json_body(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _expires_in(value: object) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = 1800.0
+    return seconds if seconds > 0 else 1800.0
+
+
+def _record_addon_state(installation: Installation, error: OAuthError) -> None:
+    """getAccessToken is Shoptet's word on the addon's state: mirror suspension and uninstall locally."""
+    from installations.models import Installation
+
+    target = {
+        AddonNotInstalled: Installation.Status.UNINSTALLED,
+        AddonSuspended: Installation.Status.SUSPENDED,
+    }.get(type(error))
+    if target is None:
+        return
+    with transaction.atomic():
+        locked = Installation.objects.select_for_update().get(pk=installation.pk)
+        if locked.status == Installation.Status.TERMINATED and target == Installation.Status.UNINSTALLED:
+            return
+        locked.transition_to(target, cause=f"getAccessToken answered {error.error}")
+    installation.refresh_from_db(fields=["status", "status_changed_at"])
+    if target == Installation.Status.UNINSTALLED:
+        forget_access_tokens(installation)
