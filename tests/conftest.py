@@ -1,0 +1,78 @@
+"""Shared fixtures: a fake Shoptet on loopback, and two e-shops installed through the real install flow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from installations import services
+from installations.models import Installation
+from shoptet_api import tokens
+from tests.fakes.shoptet import FakeShoptet
+
+ESHOP_ID = 222651
+OTHER_ESHOP_ID = 315185
+
+
+@pytest.fixture(scope="session")
+def fake_shoptet_server() -> Iterator[FakeShoptet]:
+    fake = FakeShoptet(client_id="test-client", client_secret="test-secret")
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_shoptet(fake_shoptet_server: FakeShoptet, settings) -> Iterator[FakeShoptet]:  # type: ignore[no-untyped-def]
+    """The fake, emptied, with the platform's settings pointing at it."""
+    fake_shoptet_server.reset()
+    settings.SHOPTET_CLIENT_ID = "test-client"
+    settings.SHOPTET_CLIENT_SECRET = "test-secret"
+    settings.SHOPTET_PARTNER_URL = fake_shoptet_server.partner_url
+    settings.SHOPTET_API_URL = fake_shoptet_server.api_url
+    settings.PUBLIC_URL = "http://testserver"
+    yield fake_shoptet_server
+    fake_shoptet_server.reset()
+
+
+@pytest.fixture(autouse=True)
+def empty_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def install_via_fake(fake: FakeShoptet, eshop_id: int, **eshop_options: int) -> Installation:
+    """Install an e-shop exactly as Shoptet does: a fresh code, exchanged by the install service."""
+    if eshop_id not in fake.eshops:
+        fake.add_eshop(eshop_id, **eshop_options)
+    code = fake.issue_install_code(eshop_id, redirect_uri=tokens.install_redirect_uri())
+    return services.install(code=code).installation
+
+
+@pytest.fixture
+def installation(fake_shoptet: FakeShoptet, db: None) -> Installation:
+    return install_via_fake(fake_shoptet, ESHOP_ID, orders=5, invoices=3)
+
+
+@pytest.fixture
+def other_installation(fake_shoptet: FakeShoptet, db: None) -> Installation:
+    return install_via_fake(fake_shoptet, OTHER_ESHOP_ID, orders=4, invoices=2)
+
+
+@pytest.fixture
+def staff_client(django_user_model, db: None) -> Client:  # type: ignore[no-untyped-def]
+    """A REST client authenticated as partner staff with a DRF token."""
+    user = django_user_model.objects.create_user("staff", password="unused-password-1", is_staff=True)
+    token = Token.objects.create(user=user)
+    return Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the client's retry rules, shrink its waits so tests do not sleep for seconds."""
+    monkeypatch.setattr("shoptet_api.client.BACKOFF_BASE_SECONDS", 0.01)

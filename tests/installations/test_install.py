@@ -1,0 +1,195 @@
+"""The install callback: Shoptet's GET with a one-time code, answered within 5 s."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import Client
+
+from installations.models import InstallAttempt, Installation, StatusChange
+from shoptet_api import tokens
+from tests.conftest import ESHOP_ID, install_via_fake
+from tests.fakes.shoptet import FakeShoptet
+
+pytestmark = pytest.mark.django_db
+
+INSTALL_URL = "/shoptet/install/"
+TOKEN_PATH = r"/partner/action/ApiOAuthServer/token"
+
+
+def issue_code(fake: FakeShoptet, eshop_id: int = ESHOP_ID) -> str:
+    if eshop_id not in fake.eshops:
+        fake.add_eshop(eshop_id)
+    return fake.issue_install_code(eshop_id, redirect_uri=tokens.install_redirect_uri())
+
+
+def assert_nothing_installed() -> None:
+    assert Installation.objects.count() == 0
+    assert StatusChange.objects.count() == 0
+
+
+def test_install_stores_the_oauth_token_and_answers_200(client: Client, fake_shoptet: FakeShoptet) -> None:
+    code = issue_code(fake_shoptet)
+
+    response = client.get(INSTALL_URL, {"code": code})
+
+    assert response.status_code == 200
+    assert response.json() == {"installed": True, "eshopId": ESHOP_ID, "reinstalled": False}
+    installation = Installation.objects.get()
+    assert installation.eshop_id == ESHOP_ID
+    assert installation.oauth_token == fake_shoptet.eshops[ESHOP_ID].oauth_token
+    assert installation.status == Installation.Status.ACTIVE
+    assert installation.onboarding_status == Installation.Onboarding.PENDING
+    assert installation.eshop_url == f"{fake_shoptet.url}/eshops/{ESHOP_ID}/"
+    assert list(installation.status_changes.values_list("to_status", "cause")) == [("active", "install callback")]
+    attempt = InstallAttempt.objects.get()
+    assert (attempt.outcome, attempt.eshop_id, attempt.error) == ("installed", ESHOP_ID, "")
+    assert attempt.code_fingerprint and attempt.code_fingerprint not in code
+
+
+def test_reinstall_updates_the_same_row_and_reactivates(client: Client, fake_shoptet: FakeShoptet) -> None:
+    first = install_via_fake(fake_shoptet, ESHOP_ID)
+    first.webhook_signature_key = "old-key"
+    first.onboarding_status = Installation.Onboarding.DONE
+    first.save()
+    first.transition_to(Installation.Status.UNINSTALLED, cause="webhook addon:uninstall")
+
+    response = client.get(INSTALL_URL, {"code": issue_code(fake_shoptet)})
+
+    assert response.status_code == 200
+    assert response.json()["reinstalled"] is True
+    installation = Installation.objects.get()
+    assert installation.pk == first.pk
+    assert installation.oauth_token == fake_shoptet.eshops[ESHOP_ID].oauth_token != first.oauth_token
+    assert installation.status == Installation.Status.ACTIVE
+    assert installation.webhook_signature_key == ""
+    assert installation.onboarding_status == Installation.Onboarding.PENDING
+    assert list(installation.status_changes.order_by("id").values_list("to_status", "cause")) == [
+        ("active", "install callback"),
+        ("uninstalled", "webhook addon:uninstall"),
+        ("active", "reinstall callback"),
+    ]
+    assert list(InstallAttempt.objects.order_by("id").values_list("outcome", flat=True)) == ["installed", "reinstalled"]
+
+
+def test_install_without_code_is_refused(client: Client, fake_shoptet: FakeShoptet) -> None:
+    response = client.get(INSTALL_URL)
+
+    assert response.status_code == 400
+    assert response.json() == {"installed": False, "error": "The install request carries no code."}
+    assert_nothing_installed()
+    assert InstallAttempt.objects.get().outcome == "failed"
+
+
+def test_reused_code_is_refused_and_changes_nothing(client: Client, fake_shoptet: FakeShoptet) -> None:
+    code = issue_code(fake_shoptet)
+    assert client.get(INSTALL_URL, {"code": code}).status_code == 200
+    stored = Installation.objects.get()
+
+    response = client.get(INSTALL_URL, {"code": code})
+
+    assert response.status_code == 400
+    assert "invalid_grant" in response.json()["error"]
+    assert Installation.objects.get().oauth_token == stored.oauth_token
+    assert Installation.objects.get().updated_at == stored.updated_at
+    assert list(InstallAttempt.objects.order_by("id").values_list("outcome", flat=True)) == ["installed", "failed"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["not-a-code", "' OR 1=1 --", "<script>alert(1)</script>", "%00", "a" * 300],
+    ids=["unknown", "sql", "html", "nul", "long-unknown"],
+)
+def test_invalid_codes_are_refused(client: Client, fake_shoptet: FakeShoptet, code: str) -> None:
+    response = client.get(INSTALL_URL, {"code": code})
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert_nothing_installed()
+    assert InstallAttempt.objects.get().outcome == "failed"
+
+
+def test_oversized_and_binary_codes_never_reach_shoptet(client: Client, fake_shoptet: FakeShoptet) -> None:
+    for code in ["x" * 5000, "code\u0000with-nul", "kód-s-diakritikou"]:
+        response = client.get(INSTALL_URL, {"code": code})
+        assert response.status_code == 400
+        assert response.json()["error"] == "The install code is malformed."
+
+    assert fake_shoptet.request_count("POST", TOKEN_PATH) == 0
+    assert_nothing_installed()
+
+
+def test_shoptet_error_body_is_refused(client: Client, fake_shoptet: FakeShoptet) -> None:
+    code = issue_code(fake_shoptet)
+    fake_shoptet.add_fault("POST", TOKEN_PATH, 500, body={"error": "server_error", "error_description": "db down"})
+
+    response = client.get(INSTALL_URL, {"code": code})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "Shoptet refused the install code (server_error: db down)."
+    assert_nothing_installed()
+
+
+def test_exchange_timeout_answers_within_five_seconds(client: Client, fake_shoptet: FakeShoptet) -> None:
+    code = issue_code(fake_shoptet)
+    fake_shoptet.add_fault("POST", TOKEN_PATH, 0, delay=6.0)
+
+    started = time.monotonic()
+    response = client.get(INSTALL_URL, {"code": code})
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 504
+    assert response.json()["error"] == "The code could not be exchanged: Shoptet's OAuth server did not answer in time."
+    assert elapsed < 5
+    assert_nothing_installed()
+    assert InstallAttempt.objects.get().outcome == "failed"
+
+
+def test_non_json_answer_is_refused(client: Client, fake_shoptet: FakeShoptet) -> None:
+    code = issue_code(fake_shoptet)
+    fake_shoptet.add_fault("POST", TOKEN_PATH, 200, body="<html>Maintenance</html>")
+
+    response = client.get(INSTALL_URL, {"code": code})
+
+    assert response.status_code == 502
+    assert "not JSON" in response.json()["error"]
+    assert_nothing_installed()
+
+
+def test_answer_without_eshop_id_is_refused(client: Client, fake_shoptet: FakeShoptet) -> None:
+    code = issue_code(fake_shoptet)
+    fake_shoptet.add_fault("POST", TOKEN_PATH, 200, body={"access_token": "x" * 255, "eshopId": "abc"})
+
+    response = client.get(INSTALL_URL, {"code": code})
+
+    assert response.status_code == 502
+    assert_nothing_installed()
+
+
+def test_failed_reinstall_keeps_the_existing_tenant(client: Client, fake_shoptet: FakeShoptet) -> None:
+    existing = install_via_fake(fake_shoptet, ESHOP_ID)
+
+    response = client.get(INSTALL_URL, {"code": "stale-code"})
+
+    assert response.status_code == 400
+    reloaded = Installation.objects.get()
+    assert (reloaded.oauth_token, reloaded.status, reloaded.updated_at) == (
+        existing.oauth_token,
+        existing.status,
+        existing.updated_at,
+    )
+
+
+def test_install_accepts_only_get(client: Client, fake_shoptet: FakeShoptet) -> None:
+    assert client.post(INSTALL_URL, {"code": issue_code(fake_shoptet)}).status_code == 405
+    assert_nothing_installed()
+
+
+def test_second_eshop_gets_its_own_row(fake_shoptet: FakeShoptet) -> None:
+    first = install_via_fake(fake_shoptet, ESHOP_ID)
+    second = install_via_fake(fake_shoptet, 315185)
+
+    assert first.pk != second.pk
+    assert Installation.objects.get(eshop_id=ESHOP_ID).oauth_token == fake_shoptet.eshops[ESHOP_ID].oauth_token
+    assert Installation.objects.get(eshop_id=315185).oauth_token == fake_shoptet.eshops[315185].oauth_token
