@@ -9,12 +9,11 @@ from pathlib import Path
 import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework import generics, serializers, viewsets
 
-# Lets admin, serializer and view classes be written with their model as a type parameter.
-django_stubs_ext.monkeypatch(
-    extra_classes=[serializers.ModelSerializer, viewsets.ReadOnlyModelViewSet, generics.GenericAPIView]
-)
+from webhooks.events import KNOWN_EVENTS, SYSTEM_EVENTS
+
+# Lets admin classes be written with their model as a type parameter.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -99,6 +98,13 @@ CONFLICTING_WEBHOOK_EVENTS = [
 ]
 _events = env.list("SHOPTET_WEBHOOK_EVENTS", default=DEFAULT_WEBHOOK_EVENTS)
 SHOPTET_WEBHOOK_EVENTS: list[str] = sorted({event.strip() for event in _events if event.strip()} | {"job:finished"})
+_unknown_events = sorted(set(SHOPTET_WEBHOOK_EVENTS) - KNOWN_EVENTS - SYSTEM_EVENTS)
+if _unknown_events:
+    raise ImproperlyConfigured(f"SHOPTET_WEBHOOK_EVENTS holds events Shoptet does not know: {', '.join(_unknown_events)}")
+if set(SHOPTET_WEBHOOK_EVENTS) & SYSTEM_EVENTS:
+    raise ImproperlyConfigured(
+        "SHOPTET_WEBHOOK_EVENTS cannot hold addon:* events: their URL is set in the partner administration."
+    )
 for _first, _second in CONFLICTING_WEBHOOK_EVENTS:
     if _first in SHOPTET_WEBHOOK_EVENTS and _second in SHOPTET_WEBHOOK_EVENTS:
         raise ImproperlyConfigured(

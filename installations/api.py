@@ -9,7 +9,7 @@ from installations.models import Installation
 from webhooks.models import WebhookRegistration
 
 
-class InstallationSerializer(serializers.ModelSerializer[Installation]):
+class InstallationSerializer(serializers.ModelSerializer):
     webhooks_registered = serializers.SerializerMethodField()
 
     class Meta:
@@ -31,7 +31,7 @@ class InstallationSerializer(serializers.ModelSerializer[Installation]):
         return [registration.event for registration in installation.webhook_registrations.all()]
 
 
-class InstallationViewSet(viewsets.ReadOnlyModelViewSet[Installation]):
+class InstallationViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = InstallationSerializer
     lookup_field = "eshop_id"
     lookup_value_regex = r"[0-9]+"

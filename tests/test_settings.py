@@ -63,4 +63,11 @@ def test_conflicting_webhook_events_stop_the_start() -> None:
 def test_without_credentials_debug_is_on_for_the_demo() -> None:
     result = run_manage("shell", "-c", "from django.conf import settings; print(settings.DEBUG)")
 
-    assert result.stdout.strip() == "True"
+    assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_unknown_webhook_events_stop_the_start() -> None:
+    result = run_manage("check", **PRODUCTION, SHOPTET_WEBHOOK_EVENTS="order:create,order:prolong")
+
+    assert result.returncode != 0
+    assert "events Shoptet does not know: order:prolong" in result.stderr

@@ -94,7 +94,7 @@ def test_onboarding_completes_registrations_made_by_another_run(
 def test_a_race_on_registration_converges(installation: Installation, fake_shoptet: FakeShoptet) -> None:
     # Shoptet refuses the batch (an event exists already by the time it arrives): 422, then one by one.
     fake_shoptet.add_fault(
-        "POST", r"/api/webhooks", 422, body=None, error_code="webhook-exists", message="Webhook already exists"
+        "POST", r"/api/webhooks$", 422, body=None, error_code="webhook-exists", message="Webhook already exists"
     )
 
     services.onboard(installation=installation)

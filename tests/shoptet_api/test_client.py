@@ -200,7 +200,7 @@ def test_deprecation_is_logged_once_per_endpoint(
     installation: Installation, fake_shoptet: FakeShoptet, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_shoptet.add_fault(
-        "GET", ESHOP, 0, times=2, response_headers={"X-Shoptet-Deprecated": "yes", "Sunset": "Sat, 01 Jan 2028 00:00:00 GMT"}
+        "GET", ESHOP, 0, times=2, headers={"X-Shoptet-Deprecated": "yes", "Sunset": "Sat, 01 Jan 2028 00:00:00 GMT"}
     )
     client = ShoptetClient(installation)
 

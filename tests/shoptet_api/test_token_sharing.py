@@ -42,6 +42,9 @@ def test_eight_processes_mint_few_tokens_and_keep_three_in_flight(
         "SHOPTET_PARTNER_URL": settings.SHOPTET_PARTNER_URL,
         "SHOPTET_API_URL": settings.SHOPTET_API_URL,
         "PUBLIC_URL": settings.PUBLIC_URL,
+        "DEBUG": "true",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "TOKEN_ENCRYPTION_KEYS": ",".join(settings.TOKEN_ENCRYPTION_KEYS),
     }
     command = [sys.executable, "-m", "tests.shoptet_api.worker_process", str(installation.eshop_id), "4", "5"]
 

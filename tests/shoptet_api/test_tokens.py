@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.db import connections
 
 from installations.models import Installation
 from shoptet_api import tokens
@@ -23,7 +24,7 @@ def test_token_is_cached_and_reused(installation: Installation, fake_shoptet: Fa
 
 
 def test_token_near_expiry_is_replaced(installation: Installation, fake_shoptet: FakeShoptet) -> None:
-    fake_shoptet.token_ttl = tokens.REFRESH_MARGIN_SECONDS + 1
+    fake_shoptet.token_ttl = tokens.REFRESH_MARGIN_SECONDS - 1
     short_lived = tokens.get_access_token(installation)
     fake_shoptet.token_ttl = 1800
 
@@ -49,7 +50,10 @@ def test_concurrent_threads_mint_one_token(installation: Installation, fake_shop
     results: list[str] = []
 
     def ask() -> None:
-        results.append(tokens.get_access_token(Installation.objects.get(pk=installation.pk)))
+        try:
+            results.append(tokens.get_access_token(Installation.objects.get(pk=installation.pk)))
+        finally:
+            connections.close_all()
 
     threads = [threading.Thread(target=ask) for _ in range(12)]
     for thread in threads:
