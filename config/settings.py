@@ -231,6 +231,8 @@ else:
         "processed_folder": str(EMBEDDED_BROKER_DIR / "processed"),
         "control_folder": str(EMBEDDED_BROKER_DIR / "control"),
         "store_processed": False,
+        # The filesystem transport polls; half a second keeps tasks prompt and shutdown quick.
+        "polling_interval": 0.5,
     }
 CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -88,7 +88,9 @@ def _exchange(code: str) -> tokens.Grant:
 
 @transaction.atomic
 def _store_grant(grant: tokens.Grant) -> InstallOutcome:
-    installation = Installation.objects.select_for_update().filter(eshop_id=grant.eshop_id).first()
+    # The old secrets are replaced, never read: a row written under a since-dropped key heals on reinstall.
+    existing = Installation.objects.select_for_update().defer("oauth_token", "webhook_signature_key")
+    installation = existing.filter(eshop_id=grant.eshop_id).first()
     reinstalled = installation is not None
     if installation is None:
         installation = Installation(eshop_id=grant.eshop_id)

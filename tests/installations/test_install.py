@@ -193,3 +193,15 @@ def test_second_eshop_gets_its_own_row(fake_shoptet: FakeShoptet) -> None:
     assert first.pk != second.pk
     assert Installation.objects.get(eshop_id=ESHOP_ID).oauth_token == fake_shoptet.eshops[ESHOP_ID].oauth_token
     assert Installation.objects.get(eshop_id=315185).oauth_token == fake_shoptet.eshops[315185].oauth_token
+
+
+def test_reinstall_heals_a_row_under_a_dropped_key(client: Client, fake_shoptet: FakeShoptet, settings) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.fernet import Fernet
+
+    install_via_fake(fake_shoptet, ESHOP_ID)
+    settings.TOKEN_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    response = client.get(INSTALL_URL, {"code": issue_code(fake_shoptet)})
+
+    assert response.status_code == 200
+    assert Installation.objects.get().oauth_token == fake_shoptet.eshops[ESHOP_ID].oauth_token
