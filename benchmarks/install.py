@@ -69,7 +69,7 @@ def start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     ]
     # The platform logs every install; only the figures belong on the terminal.
     # The platform logs every install; only the figures belong on the terminal (failures exit with the body).
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)  # noqa: S603 - our own server
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -96,9 +96,7 @@ def report(label: str, seconds: list[float]) -> None:
     ordered = sorted(seconds)
     p50 = statistics.median(ordered) * 1000
     p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000
-    print(
-        f"{label:<34} n={len(ordered):<4} p50={p50:7.1f} ms  p99={p99:7.1f} ms  max={ordered[-1] * 1000:7.1f} ms"
-    )
+    print(f"{label:<34} n={len(ordered):<4} p50={p50:7.1f} ms  p99={p99:7.1f} ms  max={ordered[-1] * 1000:7.1f} ms")
 
 
 def main() -> None:
@@ -107,8 +105,12 @@ def main() -> None:
     port = free_port()
     with FakeShoptet() as fake:
         env = platform_env(fake, port)
-        subprocess.run(  # noqa: S603 - our own manage.py
-            [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         install_url = f"http://127.0.0.1:{port}/shoptet/install/"
         eshop_ids = list(range(FIRST_ESHOP_ID, FIRST_ESHOP_ID + SEQUENTIAL))

@@ -51,7 +51,7 @@ def _required(name: str, value: str) -> str:
 
 SECRET_KEY: str = env.str("SECRET_KEY", default="")
 if DEBUG and not SECRET_KEY:
-    SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789-abcdefghijklmnop"
+    SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789-abcdefghijklmnop"  # noqa: S105 - DEBUG only
 _required("SECRET_KEY", SECRET_KEY)
 
 ALLOWED_HOSTS: list[str] = env.list(
@@ -100,7 +100,9 @@ _events = env.list("SHOPTET_WEBHOOK_EVENTS", default=DEFAULT_WEBHOOK_EVENTS)
 SHOPTET_WEBHOOK_EVENTS: list[str] = sorted({event.strip() for event in _events if event.strip()} | {"job:finished"})
 _unknown_events = sorted(set(SHOPTET_WEBHOOK_EVENTS) - KNOWN_EVENTS - SYSTEM_EVENTS)
 if _unknown_events:
-    raise ImproperlyConfigured(f"SHOPTET_WEBHOOK_EVENTS holds events Shoptet does not know: {', '.join(_unknown_events)}")
+    raise ImproperlyConfigured(
+        f"SHOPTET_WEBHOOK_EVENTS holds events Shoptet does not know: {', '.join(_unknown_events)}"
+    )
 if set(SHOPTET_WEBHOOK_EVENTS) & SYSTEM_EVENTS:
     raise ImproperlyConfigured(
         "SHOPTET_WEBHOOK_EVENTS cannot hold addon:* events: their URL is set in the partner administration."
@@ -214,6 +216,7 @@ CELERY_TASK_TIME_LIMIT = 60 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 CELERY_VISIBILITY_TIMEOUT = CELERY_TASK_TIME_LIMIT + 30 * 60
 
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object]
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {

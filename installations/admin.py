@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from installations import demo
-from installations.models import InstallAttempt, Installation, StatusChange
+from installations.models import Installation, InstallAttempt, StatusChange
 from webhooks.models import WebhookRegistration
 
 STATUS_COLOURS = {
@@ -26,8 +26,7 @@ class StatusChangeInline(admin.TabularInline[StatusChange, Installation]):
     model = StatusChange
     extra = 0
     can_delete = False
-    fields = ["created_at", "from_status", "to_status", "cause"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "from_status", "to_status", "cause")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -37,8 +36,7 @@ class WebhookRegistrationInline(admin.TabularInline[WebhookRegistration, Install
     model = WebhookRegistration
     extra = 0
     can_delete = False
-    fields = ["event", "url", "shoptet_id", "updated_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("event", "url", "shoptet_id", "updated_at")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -46,11 +44,19 @@ class WebhookRegistrationInline(admin.TabularInline[WebhookRegistration, Install
 
 @admin.register(Installation)
 class InstallationAdmin(admin.ModelAdmin[Installation]):
-    list_display = ["eshop_id", "name", "eshop_url", "status_badge", "onboarding_status", "installed_at", "last_webhook_at"]
+    list_display = [
+        "eshop_id",
+        "name",
+        "eshop_url",
+        "status_badge",
+        "onboarding_status",
+        "installed_at",
+        "last_webhook_at",
+    ]
     list_filter = ["status", "onboarding_status"]
     search_fields = ["=eshop_id", "name", "eshop_url", "contact_email"]
     ordering = ["-installed_at"]
-    readonly_fields = [
+    fields = readonly_fields = (
         "eshop_id",
         "eshop_url",
         "name",
@@ -68,8 +74,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         "onboarded_at",
         "signature_key_renewed_at",
         "last_webhook_at",
-    ]
-    fields = readonly_fields
+    )
     inlines = [WebhookRegistrationInline, StatusChangeInline]
     actions = ["rerun_onboarding"]
     change_list_template = "admin/installations/installation/change_list.html"
@@ -125,7 +130,7 @@ class InstallAttemptAdmin(admin.ModelAdmin[InstallAttempt]):
     list_filter = ["outcome"]
     search_fields = ["=eshop_id", "error", "=code_fingerprint"]
     list_select_related = ["installation"]
-    readonly_fields = [
+    fields = readonly_fields = (
         "created_at",
         "outcome",
         "eshop_id",
@@ -134,8 +139,7 @@ class InstallAttemptAdmin(admin.ModelAdmin[InstallAttempt]):
         "code_fingerprint",
         "remote_addr",
         "duration_ms",
-    ]
-    fields = readonly_fields
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

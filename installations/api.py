@@ -42,8 +42,6 @@ class InstallationViewSet(viewsets.ReadOnlyModelViewSet):
         status = self.request.query_params.get("status")
         if status:
             if status not in Installation.Status.values:
-                raise serializers.ValidationError(
-                    {"status": f"must be one of {', '.join(Installation.Status.values)}"}
-                )
+                raise serializers.ValidationError({"status": f"must be one of {', '.join(Installation.Status.values)}"})
             queryset = queryset.filter(status=status)
         return queryset.order_by("eshop_id")

@@ -46,7 +46,7 @@ def rotate(ciphertext: str) -> str:
     return fernet().rotate(ciphertext.encode()).decode()
 
 
-class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
+class EncryptedTextField(models.TextField):
     """A text column that holds Fernet ciphertext in the database and plain text in Python."""
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:

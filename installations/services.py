@@ -13,10 +13,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from installations.models import InstallAttempt, Installation, StatusChange
+from installations.models import Installation, InstallAttempt, StatusChange
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
-from shoptet_api.errors import OAuthError, ShoptetError, TransportError
+from shoptet_api.errors import OAuthError, TransportError
 from webhooks import services as webhook_services
 
 logger = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def ensure_signature_key(*, installation: Installation, client: ShoptetClient) -
     return True
 
 
-def record_onboarding_failure(*, installation: Installation, error: ShoptetError) -> None:
+def record_onboarding_failure(*, installation: Installation, error: Exception) -> None:
     installation.onboarding_status = Installation.Onboarding.FAILED
     installation.onboarding_error = str(error)[:2000]
     installation.save(update_fields=["onboarding_status", "onboarding_error", "updated_at"])

@@ -26,13 +26,13 @@ def backoff_seconds(retries: int, *, base: float = 5.0, cap: float = 600.0) -> f
 
 
 @shared_task(bind=True, max_retries=ONBOARDING_MAX_RETRIES, queue="shoptet")
-def onboard(self: Task, installation_id: int) -> None:  # type: ignore[type-arg]
+def onboard(self: Task, installation_id: int) -> None:
     installation = Installation.objects.get(pk=installation_id)
     try:
         services.onboard(installation=installation)
     except TRANSIENT_ERRORS as error:
         if self.request.retries >= ONBOARDING_MAX_RETRIES:
-            services.record_onboarding_failure(installation=installation, error=error)  # type: ignore[arg-type]
+            services.record_onboarding_failure(installation=installation, error=error)
             return
         raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
     except ShoptetError as error:

@@ -181,7 +181,9 @@ class ShoptetClient:
         try:
             body = response.json()
         except ValueError as error:
-            raise TransportError(f"Shoptet answered HTTP {response.status_code} with a body that is not JSON") from error
+            raise TransportError(
+                f"Shoptet answered HTTP {response.status_code} with a body that is not JSON"
+            ) from error
         if not isinstance(body, dict):
             raise TransportError("Shoptet answered with JSON that is not the API envelope")
         return body.get("data")

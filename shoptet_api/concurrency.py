@@ -34,7 +34,7 @@ def _slot_key(installation: Installation, slot: int) -> str:
 @contextmanager
 def request_slot(installation: Installation, *, wait: float = WAIT_SECONDS) -> Iterator[int]:
     """Hold one of the e-shop's request slots for the duration of the block."""
-    lease = f"{random.getrandbits(64):016x}"  # noqa: S311 - a lease tag, not a secret
+    lease = f"{random.getrandbits(64):016x}"
     slot = _acquire(installation, lease, wait)
     try:
         yield slot

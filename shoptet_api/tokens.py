@@ -157,7 +157,7 @@ def get_access_token(installation: Installation) -> str:
         token = cached_token(installation)
         if token and token.fresh:
             return token.value
-        owner = f"{random.getrandbits(64):016x}"  # noqa: S311 - a lock owner tag, not a secret
+        owner = f"{random.getrandbits(64):016x}"
         if cache.add(_lock_key(installation), owner, timeout=MINT_LOCK_SECONDS):
             try:
                 return _mint_unless_fresh(installation)
@@ -202,12 +202,14 @@ def mint_access_token(installation: Installation) -> AccessToken:
             timeout=MINT_TIMEOUT_SECONDS,
         )
     except requests.RequestException as error:
-        raise TransportError(f"getAccessToken failed for e-shop {installation.eshop_id} ({type(error).__name__})") from error
+        raise TransportError(
+            f"getAccessToken failed for e-shop {installation.eshop_id} ({type(error).__name__})"
+        ) from error
     body = _json_body(response)
     if response.status_code != 200 or body.get("error") or not body.get("access_token"):
-        error = OAuthError.from_response(response)
-        _record_addon_state(installation, error)
-        raise error
+        refusal = OAuthError.from_response(response)
+        _record_addon_state(installation, refusal)
+        raise refusal
     expires_in = _expires_in(body.get("expires_in"))
     logger.info("shoptet api token minted eshop_id=%s expires_in=%s", installation.eshop_id, expires_in)
     return AccessToken(value=str(body["access_token"]), expires_at=started + expires_in)

@@ -26,7 +26,7 @@ PRODUCTION = {
 
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION and k != "REDIS_URL"}
-    return subprocess.run(  # noqa: S603 - the project's own manage.py
+    return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=PROJECT_ROOT,
         env={**clean, **env},

@@ -42,7 +42,9 @@ def test_lists_every_installation_with_the_interface_fields(
     assert body["results"][1]["webhooks_registered"] == []
 
 
-def test_detail_shows_one_installation(staff_client: Client, installation: Installation, other_installation: Installation) -> None:
+def test_detail_shows_one_installation(
+    staff_client: Client, installation: Installation, other_installation: Installation
+) -> None:
     response = staff_client.get(f"{LIST}{OTHER_ESHOP_ID}/")
 
     assert response.status_code == 200
@@ -54,7 +56,11 @@ def test_unknown_eshop_is_404(staff_client: Client, installation: Installation) 
     response = staff_client.get(f"{LIST}999999/")
 
     assert response.status_code == 404
-    assert response.json() == {"error": "not_found", "message": "No Installation matches the given query.", "details": None}
+    assert response.json() == {
+        "error": "not_found",
+        "message": "No Installation matches the given query.",
+        "details": None,
+    }
 
 
 @pytest.mark.parametrize("eshop_id", ["abc", "-1", "1%27%20OR%201=1", "9" * 40])

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.test import Client
 
-from installations.models import InstallAttempt, Installation, StatusChange
+from installations.models import Installation, InstallAttempt, StatusChange
 from shoptet_api import tokens
 from tests.conftest import ESHOP_ID, install_via_fake
 from tests.fakes.shoptet import FakeShoptet

@@ -28,7 +28,7 @@ def dump_database() -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return Path(db["NAME"]).read_bytes().decode("latin-1")
     pg_dump = next(path for path in PG_DUMP_CANDIDATES if path and Path(path).exists())
-    completed = subprocess.run(  # noqa: S603 - fixed binary, arguments from the test database settings
+    completed = subprocess.run(
         [pg_dump, "--data-only", "-h", db["HOST"], "-p", str(db["PORT"]), "-U", db["USER"], db["NAME"]],
         capture_output=True,
         check=True,
@@ -67,7 +67,9 @@ def test_no_secret_appears_in_a_database_dump(
 
 
 def test_rows_are_readable_after_rotation_and_reencryption(
-    installation: Installation, other_installation: Installation, settings  # type: ignore[no-untyped-def]
+    installation: Installation,
+    other_installation: Installation,
+    settings,  # type: ignore[no-untyped-def]
 ) -> None:
     old_key = settings.TOKEN_ENCRYPTION_KEYS[0]
     token_before = installation.oauth_token

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
@@ -190,7 +190,9 @@ def test_paging_walks_every_page(installation: Installation, fake_shoptet: FakeS
         fake_shoptet.create_order(installation.eshop_id)
     expected = set(fake_shoptet.eshops[installation.eshop_id].orders)
 
-    codes = [order["code"] for order in ShoptetClient(installation).paginate("/api/orders", key="orders", items_per_page=5)]
+    codes = [
+        order["code"] for order in ShoptetClient(installation).paginate("/api/orders", key="orders", items_per_page=5)
+    ]
 
     assert sorted(codes) == sorted(expected)
     assert fake_shoptet.request_count("GET", r"/api/orders") == 3
