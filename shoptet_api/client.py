@@ -62,8 +62,11 @@ class ShoptetClient:
         session: requests.Session | None = None,
         timeout: float | None = None,
         max_attempts: int = MAX_ATTEMPTS,
+        language: str | None = None,
     ) -> None:
         self.installation = installation
+        # Shoptet answers in this language on every endpoint when the e-shop has the foreign-languages module.
+        self.language = language
         self.session = session or requests.Session()
         self.timeout = timeout or settings.SHOPTET_API_TIMEOUT
         self.max_attempts = max_attempts
@@ -139,6 +142,8 @@ class ShoptetClient:
             "Content-Type": settings.SHOPTET_CONTENT_TYPE,
             "Accept": "application/json",
         }
+        if self.language:
+            params = {**(params or {}), "language": self.language}
         started = time.monotonic()
         with request_slot(self.installation):
             response = self._http(method, path, params=params, json=json, headers=headers)

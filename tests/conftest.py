@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -16,6 +17,12 @@ from tests.fakes.shoptet import FakeShoptet
 
 ESHOP_ID = 222651
 OTHER_ESHOP_ID = 315185
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_root() -> None:
+    """WhiteNoise expects the collected-static folder that `make run` creates."""
+    settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="session")
