@@ -324,7 +324,7 @@ def test_eshop_info(fake: FakeShoptet, token: str) -> None:
 
 
 def test_fourth_concurrent_request_of_one_token_gets_429(fake: FakeShoptet, token: str) -> None:
-    fake.add_fault("GET", r"^/api/eshop$", 0, times=4, delay=0.6)
+    fake.add_fault("GET", r"^/api/eshop$", 0, times=4, delay=1.0)  # long enough for all four to overlap
 
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda _: api(fake, token, "GET", "/api/eshop"), range(4)))
@@ -338,7 +338,7 @@ def test_fourth_concurrent_request_of_one_token_gets_429(fake: FakeShoptet, toke
 
 
 def test_identical_concurrent_writes_are_locked(fake: FakeShoptet, token: str) -> None:
-    fake.add_fault("POST", "renew-signature-key", 0, times=2, delay=0.5)
+    fake.add_fault("POST", "renew-signature-key", 0, times=2, delay=1.0)
 
     with ThreadPoolExecutor(2) as pool:
         responses = list(pool.map(lambda _: api(fake, token, "POST", "/api/webhooks/renew-signature-key"), range(2)))
