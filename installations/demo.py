@@ -30,18 +30,26 @@ def demo_available() -> bool:
     return settings.DEBUG
 
 
-def install_demo_eshop(*, eshop_id: int = DEMO_ESHOP_ID) -> DemoInstall:
+def default_fake_url() -> str:
+    """Where `make run` starts the fake: the platform's Shoptet settings inside it, else the next port."""
+    if settings.SHOPTET_CREDENTIALS_SET:
+        return settings.SHOPTET_API_URL
+    return f"http://127.0.0.1:{settings.PORT + 1}"
+
+
+def install_demo_eshop(*, eshop_id: int = DEMO_ESHOP_ID, fake_url: str | None = None) -> DemoInstall:
     """Ask the fake Shoptet to install the demo e-shop: it issues a code and calls our install URL."""
     if not demo_available():
         raise DemoUnavailable("The demo e-shop exists only in demo mode (DEBUG on, the fake Shoptet running).")
+    fake_url = fake_url or default_fake_url()
     try:
         response = requests.post(
-            f"{settings.SHOPTET_API_URL}/_fake/eshops/{eshop_id}/install",
+            f"{fake_url}/_fake/eshops/{eshop_id}/install",
             json={"installUrl": tokens.install_redirect_uri()},
             timeout=15,
         )
     except requests.RequestException as error:
-        raise DemoUnavailable(f"The fake Shoptet at {settings.SHOPTET_API_URL} does not answer.") from error
+        raise DemoUnavailable(f"The fake Shoptet at {fake_url} does not answer; is `make run` running?") from error
     if response.status_code != 200:
         raise DemoUnavailable(f"The fake Shoptet refused the demo install (HTTP {response.status_code}).")
     answer = response.json()

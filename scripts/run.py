@@ -322,7 +322,7 @@ def main() -> int:
         supervisor.spawn(
             "beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "info", "--schedule", BEAT_SCHEDULE]
         )
-        print_banner(port, public_url, fake_url, admin_created, env, dotenv)
+        print_banner(port, public_url, fake_url, admin_created)
         supervisor.watch()
     except Stopped:
         say(f"{signal.Signals(supervisor.stop_signal or signal.SIGTERM).name} received; stopping")
@@ -393,9 +393,7 @@ def worker_command(embedded: bool) -> list[str]:
     return [*command, "--concurrency", "2"] if embedded else command
 
 
-def print_banner(
-    port: int, public_url: str, fake_url: str, admin_created: bool, env: dict[str, str], dotenv: dict[str, str]
-) -> None:
+def print_banner(port: int, public_url: str, fake_url: str, admin_created: bool) -> None:
     local_url = f"http://127.0.0.1:{port}"
     say("")
     say(f"Platform       {local_url}/" + (f"  (public URL {public_url}/)" if public_url != local_url else ""))
@@ -408,16 +406,9 @@ def print_banner(
         else:
             say(f"Demo admin     a superuser already exists (the demo one is {username!r} / {password!r})")
         say(f"Fake Shoptet   {fake_url}/")
-        # Another terminal does not see this supervisor's demo settings, so the command carries them.
-        names = ("SHOPTET_CLIENT_ID", "SHOPTET_CLIENT_SECRET", "SHOPTET_PARTNER_URL", "SHOPTET_API_URL", "DEBUG")
-        carried = {name: env[name] for name in names}
-        carried.update(
-            {name: env[name] for name in ("PUBLIC_URL", "DATABASE_URL") if env.get(name) != dotenv.get(name)}
-        )
         python = ".venv/bin/python" if Path(PYTHON).parent.parent == ROOT / ".venv" else PYTHON
-        command = " ".join(f"{name}={shlex.quote(value)}" for name, value in carried.items())
-        say("Demo e-shop    install it from another terminal in this folder with:")
-        say(f"  {command} {python} manage.py install_demo_eshop")
+        say("Demo e-shop    Admin → Installations → 'Install the demo e-shop', or from another terminal:")
+        say(f"  {python} manage.py install_demo_eshop --fake-url {fake_url}")
     say("Stop with Ctrl-C.")
     say("")
 

@@ -12,10 +12,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--eshop-id", type=int, default=demo.DEMO_ESHOP_ID)
+        parser.add_argument("--fake-url", help="the fake Shoptet's base URL (default: the port after PORT)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            result = demo.install_demo_eshop(eshop_id=options["eshop_id"])
+            result = demo.install_demo_eshop(eshop_id=options["eshop_id"], fake_url=options["fake_url"])
         except demo.DemoUnavailable as error:
             raise CommandError(str(error)) from error
         if not result.succeeded:
