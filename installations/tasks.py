@@ -7,10 +7,14 @@ import random
 from datetime import timedelta
 
 from celery import Task, shared_task
+from django.conf import settings
 
+from config.logs import bound_eshop
 from installations import services
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS, ShoptetError
+from sync import services as sync_services
+from sync import tasks as sync_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +33,8 @@ def backoff_seconds(retries: int, *, base: float = 5.0, cap: float = 600.0) -> f
 def onboard(self: Task, installation_id: int) -> None:
     installation = Installation.objects.get(pk=installation_id)
     try:
-        services.onboard(installation=installation)
+        with bound_eshop(installation.eshop_id):
+            services.onboard(installation=installation)
     except TRANSIENT_ERRORS as error:
         if self.request.retries >= ONBOARDING_MAX_RETRIES:
             services.record_onboarding_failure(installation=installation, error=error)
@@ -37,6 +42,16 @@ def onboard(self: Task, installation_id: int) -> None:
         raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
     except ShoptetError as error:
         services.record_onboarding_failure(installation=installation, error=error)
+    else:
+        start_initial_import(installation)
+
+
+def start_initial_import(installation: Installation) -> None:
+    """Once onboarded, import every order and invoice (settings.SYNC_INITIAL_IMPORT); a no-op when done before."""
+    installation.refresh_from_db(fields=["status"])
+    if settings.SYNC_INITIAL_IMPORT and installation.is_active:
+        for job in sync_services.request_initial_import(installation=installation):
+            sync_tasks.enqueue(job)
 
 
 @shared_task(queue="default")

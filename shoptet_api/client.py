@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ import requests
 import urllib3
 from django.conf import settings
 
+from config import metrics
+from config.logs import bound_eshop
 from shoptet_api import tokens
 from shoptet_api.concurrency import request_slot
 from shoptet_api.errors import (
@@ -45,6 +48,8 @@ BACKOFF_CAP_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 60.0
 
 _deprecations_logged: set[str] = set()
+# Path segments that name an endpoint (`orders`, `renew-signature-key`); anything else is an id or a code.
+_API_WORD = re.compile(r"(|[a-z][a-z-]*)")
 
 
 def segment(value: str) -> str:
@@ -86,7 +91,12 @@ class ShoptetClient:
         idempotent: bool | None = None,
     ) -> Any:
         """Call the API and return the envelope's `data`."""
-        method = method.upper()
+        with bound_eshop(self.installation.eshop_id):
+            return self._request(method.upper(), path, params=params, json=json, idempotent=idempotent)
+
+    def _request(
+        self, method: str, path: str, *, params: dict[str, Any] | None, json: Any, idempotent: bool | None
+    ) -> Any:
         retry_unsafe_failures = method in SAFE_METHODS if idempotent is None else idempotent
         token_renewed = False
         attempt = 0
@@ -159,6 +169,10 @@ class ShoptetClient:
             request_id,
         )
         self._note_deprecation(method, path, response)
+        endpoint = _path_template(path)
+        metrics.increment("shoptet_api_requests", method=method, endpoint=endpoint, status=response.status_code)
+        if response.status_code == 429:
+            metrics.increment("shoptet_api_rate_limited", method=method, endpoint=endpoint)
         if response.status_code >= 400:
             error = APIError.from_response(response)
             if isinstance(error, Unauthorized) and error.is_expired_token:
@@ -286,6 +300,6 @@ def _never_sent(error: requests.RequestException) -> bool:
 
 
 def _path_template(path: str) -> str:
-    """Collapse ids in a path so deprecations are logged once per endpoint, not once per order."""
+    """`/api/orders/2026%2F0001` → `/api/orders/{id}`: one label per endpoint, not one per order."""
     parts = path.split("?")[0].split("/")
-    return "/".join("{id}" if any(ch.isdigit() for ch in part) and part != "v1" else part for part in parts)
+    return "/".join(part if _API_WORD.fullmatch(part) else "{id}" for part in parts)

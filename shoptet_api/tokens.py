@@ -19,6 +19,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from config import metrics
+from config.logs import bound_eshop
 from installations import encryption
 from shoptet_api.errors import AddonNotInstalled, AddonSuspended, OAuthError, TransportError
 
@@ -152,6 +154,11 @@ def _store(installation: Installation, token: AccessToken) -> None:
 
 def get_access_token(installation: Installation) -> str:
     """Return a valid API token for the e-shop, minting one only when no process has a fresh one."""
+    with bound_eshop(installation.eshop_id):
+        return _get_access_token(installation)
+
+
+def _get_access_token(installation: Installation) -> str:
     deadline = time.monotonic() + WAIT_FOR_MINT_SECONDS
     while True:
         token = cached_token(installation)
@@ -211,6 +218,7 @@ def mint_access_token(installation: Installation) -> AccessToken:
         _record_addon_state(installation, refusal)
         raise refusal
     expires_in = _expires_in(body.get("expires_in"))
+    metrics.increment("shoptet_api_tokens_minted")
     logger.info("shoptet api token minted eshop_id=%s expires_in=%s", installation.eshop_id, expires_in)
     return AccessToken(value=str(body["access_token"]), expires_at=started + expires_in)
 

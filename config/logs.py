@@ -1,0 +1,73 @@
+"""Structured log lines: one JSON object per record, with the e-shop id on every record that concerns one.
+
+Code that works for one e-shop binds its id (`with bound_eshop(eshop_id):`); every record logged inside,
+ours or a library's, carries it. As a second line of defence, anything shaped like a credential is masked
+before a line is written: tokens must never reach a log, whoever logs them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+_eshop_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("eshop_id", default=None)
+
+_CREDENTIALS = [
+    # Authorization: Bearer …, Token …; Shoptet-Access-Token: …
+    re.compile(r"(?i)(bearer\s+|token\s+|shoptet-access-token['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9._~+/=-]{8,}"),
+    # access_token=…, "access_token": "…", code=…, signatureKey, client_secret
+    re.compile(
+        r"(?i)(['\"]?(?:access_token|oauth_token|signature_?key|client_secret|code)['\"]?\s*[:=]\s*['\"]?)"
+        r"[A-Za-z0-9._~+/%=-]{8,}"
+    ),
+]
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "eshop_id"}
+
+
+@contextmanager
+def bound_eshop(eshop_id: int | None) -> Iterator[None]:
+    """Every record logged inside the block carries `eshop_id`."""
+    token = _eshop_id.set(eshop_id)
+    try:
+        yield
+    finally:
+        _eshop_id.reset(token)
+
+
+def mask_credentials(text: str) -> str:
+    for pattern in _CREDENTIALS:
+        text = pattern.sub(lambda match: match.group(1) + "[masked]", text)
+    return text
+
+
+class EshopContextFilter(logging.Filter):
+    """Copies the bound e-shop id onto the record (an explicit `extra={"eshop_id": …}` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "eshop_id", None) is None:
+            record.eshop_id = _eshop_id.get()
+        return True
+
+
+class JsonLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": mask_credentials(record.getMessage()),
+        }
+        eshop_id = getattr(record, "eshop_id", None)
+        if eshop_id is not None:
+            line["eshop_id"] = eshop_id
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                line[key] = value if isinstance(value, int | float | bool) else mask_credentials(str(value))
+        if record.exc_info:
+            line["exception"] = mask_credentials(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)

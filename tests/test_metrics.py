@@ -1,0 +1,63 @@
+"""GET /metrics: Prometheus text with the platform's counters and what the database knows."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from config import metrics
+from installations.models import Installation
+from shoptet_api.client import ShoptetClient
+from tests.fakes.shoptet import FakeShoptet
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_backoff")]
+
+
+def metric_lines(client: Client) -> list[str]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    return [line for line in response.content.decode().splitlines() if not line.startswith("#")]
+
+
+def test_api_calls_tokens_and_rate_limits_are_counted(
+    client: Client, installation: Installation, other_installation: Installation, fake_shoptet: FakeShoptet
+) -> None:
+    fake_shoptet.add_fault("GET", r"/api/eshop", 429, headers={"Retry-After": "0"})
+    ShoptetClient(installation).get_eshop()
+    ShoptetClient(other_installation).get_order(next(iter(fake_shoptet.eshops[other_installation.eshop_id].orders)))
+
+    lines = metric_lines(client)
+
+    assert 'shoptet_api_requests_total{endpoint="/api/eshop",method="GET",status="429"} 1.0' in lines
+    assert 'shoptet_api_requests_total{endpoint="/api/eshop",method="GET",status="200"} 1.0' in lines
+    assert 'shoptet_api_requests_total{endpoint="/api/orders/{id}",method="GET",status="200"} 1.0' in lines
+    assert 'shoptet_api_rate_limited_total{endpoint="/api/eshop",method="GET"} 1.0' in lines
+    assert "shoptet_api_tokens_minted_total 2.0" in lines
+
+
+def test_installations_and_queues_are_reported(client: Client, installation: Installation) -> None:
+    installation.transition_to(Installation.Status.SUSPENDED, cause="test")
+
+    lines = metric_lines(client)
+
+    assert 'platform_installations{status="suspended"} 1.0' in lines
+    assert 'platform_installations{status="active"} 0.0' in lines
+    assert {line.split(" ")[0] for line in lines if line.startswith("celery_queue_length")} == {
+        'celery_queue_length{queue="default"}',
+        'celery_queue_length{queue="shoptet"}',
+        'celery_queue_length{queue="imports"}',
+    }
+
+
+def test_order_codes_never_become_labels(installation: Installation, fake_shoptet: FakeShoptet) -> None:
+    code = fake_shoptet.create_order(installation.eshop_id, code="2026/ZLU-15")
+    ShoptetClient(installation).get_order(code)
+
+    assert set(metrics.snapshot("shoptet_api_requests")) == {
+        '{"endpoint": "/api/orders/{id}", "method": "GET", "status": "200"}'
+    }
+
+
+def test_only_get(client: Client) -> None:
+    assert client.post("/metrics").status_code == 405
