@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -113,6 +114,21 @@ for _first, _second in CONFLICTING_WEBHOOK_EVENTS:
             f"SHOPTET_WEBHOOK_EVENTS holds both {_first} and {_second}; Shoptet refuses that pair (409). Keep one."
         )
 
+# Webhook intake. Shoptet's bodies are a few hundred bytes; mass events carry a list of codes.
+WEBHOOK_MAX_BODY_BYTES = 256 * 1024
+# The signed eventCreated must fall in this window (Shoptet retries for 30 minutes; older is a replay).
+WEBHOOK_REPLAY_WINDOW_PAST = timedelta(hours=6)
+WEBHOOK_REPLAY_WINDOW_FUTURE = timedelta(minutes=5)
+# After a signature key renewal the previous key is still accepted this long.
+WEBHOOK_SIGNATURE_GRACE = timedelta(minutes=15)
+# Raw bodies of settled deliveries are dropped after this; their metadata stays.
+WEBHOOK_PAYLOAD_RETENTION = timedelta(days=30)
+
+# Order and invoice sync. A new installation imports every order and invoice once onboarded.
+SYNC_INITIAL_IMPORT = True
+# Sections requested with every order (detail and snapshot alike, so both give the same object).
+SYNC_ORDER_INCLUDE = ("notes", "shippingDetails")
+
 # Shoptet's install window is 5 s; the code exchange gets at most 3 s of it.
 SHOPTET_INSTALL_EXCHANGE_TIMEOUT = 3.0
 SHOPTET_API_TIMEOUT = 20.0
@@ -131,6 +147,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "installations",
     "shoptet_api",
     "webhooks",
@@ -146,6 +163,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it answers locked-out logins before the admin sees them.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -248,6 +267,20 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Celery closes Django's database connections around every task unless told to reuse them; a new
+# PostgreSQL connection per task made webhook processing three times slower. A reused connection is
+# closed after this many tasks, so one broken by a database restart is gone soon after.
+CELERY_DB_REUSE_MAX = 100
+CELERY_TASK_ROUTES = {
+    # Snapshot imports run long: their own queue and workers, so they never delay webhooks.
+    "sync.tasks.import_snapshot": {"queue": "imports"},
+    "sync.tasks.start_snapshot": {"queue": "shoptet"},
+    "sync.tasks.poll_snapshot": {"queue": "shoptet"},
+    "sync.tasks.sync_changes": {"queue": "shoptet"},
+    "sync.tasks.refresh_documents": {"queue": "shoptet"},
+    "sync.tasks.relay_sync_work": {"queue": "default"},
+    "sync.tasks.sync_changes_everywhere": {"queue": "default"},
+}
 # Publishing must never hang a request: a broker that does not answer fails fast, and the
 # outbox relays in beat pick the work up later.
 CELERY_TASK_PUBLISH_RETRY = False
@@ -256,6 +289,33 @@ CELERY_BEAT_SCHEDULE = {
     "relay-pending-onboarding": {
         "task": "installations.tasks.relay_pending_onboarding",
         "schedule": 3.0,
+    },
+    # The webhook endpoint only writes the database; this relay enqueues the processing.
+    "relay-webhook-deliveries": {
+        "task": "webhooks.tasks.relay_deliveries",
+        "schedule": 2.0,
+    },
+    "watch-webhook-registrations": {
+        "task": "webhooks.tasks.watch_registrations",
+        "schedule": 60.0 * 60,
+    },
+    "watch-webhook-notifications": {
+        "task": "webhooks.tasks.watch_notifications",
+        "schedule": 15.0 * 60,
+    },
+    "purge-webhook-payloads": {
+        "task": "webhooks.tasks.purge_payloads",
+        "schedule": 24.0 * 60 * 60,
+    },
+    # Polls snapshot jobs whose job:finished did not come, and re-enqueues sync work whose task was lost.
+    "relay-sync-work": {
+        "task": "sync.tasks.relay_sync_work",
+        "schedule": 60.0,
+    },
+    # The safety net under the webhooks: every installation's /changes since its cursor.
+    "sync-changes": {
+        "task": "sync.tasks.sync_changes_everywhere",
+        "schedule": 60.0 * 60,
     },
 }
 
@@ -286,6 +346,17 @@ CSRF_TRUSTED_ORIGINS = [PUBLIC_URL] if PUBLIC_URL.startswith("https://") else []
 # TLS is terminated at the load balancer, which redirects to HTTPS (README, deployment).
 SILENCED_SYSTEM_CHECKS = ["security.W008"]
 
+# Staff logins lock out after repeated failures (django-axes), per user name and address.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=30)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_PROXY_COUNT = 0
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -297,6 +368,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # Internationalisation, static files
 # ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
+# The addon settings page speaks the languages of Shoptet's administration (`#LANGUAGE#`).
+LANGUAGES = [("en", "English"), ("cs", "Čeština"), ("sk", "Slovenčina"), ("hu", "Magyar")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -314,15 +388,20 @@ STORAGES = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "eshop": {"()": "config.logs.EshopContextFilter"},
+    },
     "formatters": {
-        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logs.JsonLineFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "line"},
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["eshop"]},
     },
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
         # urllib3 logs full URLs at DEBUG; result URLs are secrets, so keep it quiet.
         "urllib3": {"level": "WARNING"},
+        # Its start-up banner repeats on every management command.
+        "axes.apps": {"level": "WARNING"},
     },
 }

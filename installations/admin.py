@@ -10,9 +10,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from installations import demo
-from installations.models import Installation, InstallAttempt, StatusChange
-from webhooks.models import WebhookRegistration
+from installations import demo, services
+from installations.models import AddonSettings, Installation, InstallAttempt, SettingsChange, StatusChange
+from webhooks.models import RegistrationDrift, WebhookRegistration
 
 STATUS_COLOURS = {
     Installation.Status.ACTIVE: "#1f7a3a",
@@ -37,6 +37,19 @@ class WebhookRegistrationInline(admin.TabularInline[WebhookRegistration, Install
     extra = 0
     can_delete = False
     fields = readonly_fields = ("event", "url", "shoptet_id", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RegistrationDriftInline(admin.TabularInline[RegistrationDrift, Installation]):
+    """What the registration watchdog found wrong at Shoptet and repaired, newest first."""
+
+    model = RegistrationDrift
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "webhook registration drift"
+    fields = readonly_fields = ("detected_at", "missing", "wrong_url", "strays", "repaired", "error")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -75,8 +88,8 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         "signature_key_renewed_at",
         "last_webhook_at",
     )
-    inlines = [WebhookRegistrationInline, StatusChangeInline]
-    actions = ["rerun_onboarding"]
+    inlines = [WebhookRegistrationInline, RegistrationDriftInline, StatusChangeInline]
+    actions = ["rerun_onboarding", "renew_signature_key"]
     change_list_template = "admin/installations/installation/change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -97,6 +110,13 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
             onboarding_status=Installation.Onboarding.PENDING, onboarding_enqueued_at=None, onboarding_error=""
         )
         self.message_user(request, f"Onboarding queued for {count} active installations.", messages.SUCCESS)
+
+    @admin.action(description="Renew the webhook signature key (the old one is accepted until a grace window ends)")
+    def renew_signature_key(self, request: HttpRequest, queryset: QuerySet[Installation]) -> None:
+        active = list(queryset.filter(status=Installation.Status.ACTIVE))
+        for installation in active:
+            services.request_signature_key_renewal(installation=installation)
+        self.message_user(request, f"Key renewal queued for {len(active)} active installations.", messages.SUCCESS)
 
     def get_urls(self) -> list[Any]:
         return [
@@ -145,4 +165,54 @@ class InstallAttemptAdmin(admin.ModelAdmin[InstallAttempt]):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AddonSettings)
+class AddonSettingsAdmin(admin.ModelAdmin[AddonSettings]):
+    """Read-only: the e-shop's admins change these on the settings page, where each change is recorded."""
+
+    list_display = ["installation", "sync_orders", "sync_invoices", "import_since", "notification_email", "updated_at"]
+    list_select_related = ["installation"]
+    search_fields = ["=installation__eshop_id", "installation__name", "notification_email"]
+    fields = readonly_fields = (
+        "installation",
+        "sync_orders",
+        "sync_invoices",
+        "import_since",
+        "notification_email",
+        "updated_at",
+        "updated_by",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SettingsChange)
+class SettingsChangeAdmin(admin.ModelAdmin[SettingsChange]):
+    list_display = ["created_at", "installation", "field", "old_value", "new_value", "admin_email"]
+    list_filter = ["field"]
+    list_select_related = ["installation"]
+    search_fields = ["=installation__eshop_id", "admin_email"]
+    fields = readonly_fields = (
+        "created_at",
+        "installation",
+        "field",
+        "old_value",
+        "new_value",
+        "admin_email",
+        "admin_name",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -32,7 +32,7 @@ def demo_available() -> bool:
 
 def default_fake_url() -> str:
     """Where `make run` starts the fake: the platform's Shoptet settings inside it, else the next port."""
-    if settings.SHOPTET_CREDENTIALS_SET:
+    if settings.SHOPTET_PARTNER_URL:
         return settings.SHOPTET_API_URL
     return f"http://127.0.0.1:{settings.PORT + 1}"
 

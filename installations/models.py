@@ -34,6 +34,8 @@ class Installation(models.Model):
     oauth_token = EncryptedTextField(help_text="Permanent OAuth access token from the install callback.")
     webhook_signature_key = EncryptedTextField(blank=True, default="")
     signature_key_renewed_at = models.DateTimeField(null=True, blank=True)
+    # Shoptet may still sign with the key it replaced for a moment after a renewal (grace window).
+    previous_webhook_signature_key = EncryptedTextField(blank=True, default="")
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     status_changed_at = models.DateTimeField(default=now)
@@ -47,6 +49,8 @@ class Installation(models.Model):
     onboarding_enqueued_at = models.DateTimeField(null=True, blank=True)
     onboarded_at = models.DateTimeField(null=True, blank=True)
     last_webhook_at = models.DateTimeField(null=True, blank=True)
+    # eventCreated of the last addon:* event applied: older ones arriving late change nothing.
+    lifecycle_event_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -124,3 +128,46 @@ class InstallAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_outcome_display()} {self.eshop_id or ''}".strip()
+
+
+class AddonSettings(models.Model):
+    """What the e-shop's admin chose on the addon settings page."""
+
+    installation = models.OneToOneField(Installation, on_delete=models.CASCADE, related_name="addon_settings")
+    sync_orders = models.BooleanField(default=True)
+    sync_invoices = models.BooleanField(default=True)
+    import_since = models.DateField(
+        null=True, blank=True, help_text="Documents created before this day are not imported; empty: all."
+    )
+    notification_email = models.EmailField(max_length=254, blank=True, help_text="Told when a sync fails.")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.EmailField(max_length=254, blank=True)
+
+    class Meta:
+        verbose_name_plural = "addon settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.installation_id}"
+
+    def syncs(self, resource: str) -> bool:
+        """Whether the admin wants `resource` ("orders" or "invoices") synced."""
+        return bool(getattr(self, f"sync_{resource}"))
+
+
+class SettingsChange(models.Model):
+    """One changed value of `AddonSettings`, with the admin who changed it (Shoptet shows us no user id)."""
+
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="settings_changes")
+    field = models.CharField(max_length=64)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    admin_email = models.EmailField(max_length=254)
+    admin_name = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["installation", "-created_at"], name="settings_change_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old_value!r} → {self.new_value!r} by {self.admin_email}"

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -97,9 +97,14 @@ def _store_grant(grant: tokens.Grant) -> InstallOutcome:
     installation.oauth_token = grant.access_token
     installation.eshop_url = grant.eshop_url or installation.eshop_url
     installation.contact_email = grant.contact_email or installation.contact_email
-    # Registrations and the signature key may not survive an uninstall: onboarding makes them anew.
+    # Registrations and the signature key may not survive an uninstall: onboarding makes them anew. Until
+    # then (and for a grace window after), deliveries signed with the old key are still accepted.
+    if installation.webhook_signature_key:
+        installation.previous_webhook_signature_key = installation.webhook_signature_key
     installation.webhook_signature_key = ""
     installation.signature_key_renewed_at = None
+    # An addon:* event created before this moment belongs to the previous installation.
+    installation.lifecycle_event_at = timezone.now().replace(microsecond=0)
     installation.onboarding_status = Installation.Onboarding.PENDING
     installation.onboarding_error = ""
     installation.onboarding_enqueued_at = None
@@ -187,6 +192,29 @@ def ensure_signature_key(*, installation: Installation, client: ShoptetClient) -
     return True
 
 
+def request_signature_key_renewal(*, installation: Installation) -> Installation:
+    """Have onboarding fetch a new signature key; the current one stays accepted until then and for a grace window."""
+    with transaction.atomic():
+        locked = Installation.objects.select_for_update().get(pk=installation.pk)
+        if locked.webhook_signature_key:
+            locked.previous_webhook_signature_key = locked.webhook_signature_key
+        locked.webhook_signature_key = ""
+        locked.signature_key_renewed_at = None
+        locked.onboarding_status = Installation.Onboarding.PENDING
+        locked.onboarding_enqueued_at = None
+        locked.save(
+            update_fields=[
+                "webhook_signature_key",
+                "previous_webhook_signature_key",
+                "signature_key_renewed_at",
+                "onboarding_status",
+                "onboarding_enqueued_at",
+                "updated_at",
+            ]
+        )
+    return locked
+
+
 def record_onboarding_failure(*, installation: Installation, error: Exception) -> None:
     installation.onboarding_status = Installation.Onboarding.FAILED
     installation.onboarding_error = str(error)[:2000]
@@ -238,6 +266,84 @@ def reencrypt_secrets() -> int:
         with transaction.atomic():
             # Loading decrypts with whichever key fits; saving encrypts with the first.
             installation = Installation.objects.select_for_update().get(pk=pk)
-            installation.save(update_fields=["oauth_token", "webhook_signature_key"])
+            installation.save(update_fields=["oauth_token", "webhook_signature_key", "previous_webhook_signature_key"])
         count += 1
     return count
+
+
+# ---------------------------------------------------------------------------
+# Life cycle: Shoptet's addon:* events (webhooks.webhook_handlers calls these)
+# ---------------------------------------------------------------------------
+
+
+def suspend(*, installation: Installation, cause: str, event_created: datetime | None = None) -> bool:
+    """No API calls and no processing for the e-shop until it is approved again; True when the status changed."""
+    return _change_status(installation, Installation.Status.SUSPENDED, cause=cause, event_created=event_created)
+
+
+def approve(*, installation: Installation, cause: str, event_created: datetime | None = None) -> bool:
+    """Active again; deliveries held while suspended are processed and a pending onboarding is resumed."""
+    changed = _change_status(installation, Installation.Status.ACTIVE, cause=cause, event_created=event_created)
+    if installation.is_active:
+        Installation.objects.filter(pk=installation.pk, onboarding_status=Installation.Onboarding.PENDING).update(
+            onboarding_enqueued_at=None
+        )
+        webhook_services.resume_deliveries(installation=installation)
+    return changed
+
+
+def uninstall(*, installation: Installation, cause: str, event_created: datetime | None = None) -> bool:
+    """The e-shop removed the addon: tokens discarded, registrations gone, nothing more is processed."""
+    return _change_status(installation, Installation.Status.UNINSTALLED, cause=cause, event_created=event_created)
+
+
+def terminate(*, installation: Installation, cause: str, event_created: datetime | None = None) -> bool:
+    """Terminated by the merchant or Shoptet staff: treated like an uninstall (platform contract §9)."""
+    return _change_status(installation, Installation.Status.TERMINATED, cause=cause, event_created=event_created)
+
+
+_ENTERED_FROM: dict[str, set[str]] = {
+    Installation.Status.SUSPENDED: {Installation.Status.ACTIVE},
+    Installation.Status.ACTIVE: {Installation.Status.SUSPENDED},
+    Installation.Status.UNINSTALLED: {Installation.Status.ACTIVE, Installation.Status.SUSPENDED},
+    Installation.Status.TERMINATED: {
+        Installation.Status.ACTIVE,
+        Installation.Status.SUSPENDED,
+        Installation.Status.UNINSTALLED,
+    },
+}
+
+
+def _change_status(installation: Installation, target: str, *, cause: str, event_created: datetime | None) -> bool:
+    changed = False
+    with transaction.atomic():
+        locked = Installation.objects.select_for_update().get(pk=installation.pk)
+        if event_created is not None and locked.lifecycle_event_at and event_created < locked.lifecycle_event_at:
+            # Shoptet sends events unordered: one created before the last change applied is old news.
+            logger.info(
+                "stale life-cycle event ignored eshop_id=%s target=%s created=%s",
+                locked.eshop_id,
+                target,
+                event_created.isoformat(),
+            )
+        elif locked.status not in _ENTERED_FROM[target] | {target}:
+            # e.g. approve after an uninstall: only a new install brings an uninstalled e-shop back.
+            logger.info(
+                "life-cycle event ignored eshop_id=%s status=%s target=%s", locked.eshop_id, locked.status, target
+            )
+        else:
+            changed = locked.transition_to(target, cause=cause)
+            if event_created is not None:
+                locked.lifecycle_event_at = event_created
+                locked.save(update_fields=["lifecycle_event_at", "updated_at"])
+    installation.refresh_from_db()
+    if installation.status in _ENDED and target in _ENDED:
+        # Also when getAccessToken mirrored the uninstall first: the clean-up is due either way.
+        tokens.forget_access_tokens(installation)
+        # Registrations belong to the installation at Shoptet and die with it.
+        installation.webhook_registrations.all().delete()
+    logger.info("life cycle eshop_id=%s status=%s changed=%s cause=%s", installation.eshop_id, target, changed, cause)
+    return changed
+
+
+_ENDED = (Installation.Status.UNINSTALLED, Installation.Status.TERMINATED)

@@ -1,23 +1,782 @@
-"""Webhook registrations at Shoptet, kept equal to the configured set."""
+"""Webhooks: intake into the delivery log, the outbox relay, idempotent processing, and registrations at Shoptet.
+
+Shoptet sends unordered, in parallel, sometimes twice, with no event id, and gives up after three tries. So the
+endpoint only stores (one INSERT, no broker, no Shoptet) and answers; the stored row is the outbox that a beat
+relay turns into tasks; processing coalesces a burst for one entity into one handler call and skips what was
+processed already (same e-shop, event, instance and eventCreated).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import json
 import logging
+import random
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
 
 from installations.models import Installation
+from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
-from shoptet_api.errors import Conflict, Unprocessable
-from webhooks.models import WebhookRegistration
+from shoptet_api.errors import (
+    TRANSIENT_ERRORS,
+    AddonNotInstalled,
+    AddonSuspended,
+    Conflict,
+    InstallationInactive,
+    OAuthError,
+    Unprocessable,
+)
+from webhooks import signature
+from webhooks.events import KNOWN_EVENTS, MASS_EVENTS, SYSTEM_EVENTS
+from webhooks.handlers import WebhookEvent, registry
+from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
 
 logger = logging.getLogger(__name__)
 
+Status = WebhookDelivery.Status
+
 # Shoptet accepts at most 50 registrations in one POST /api/webhooks.
 REGISTRATION_BATCH = 50
+# Headers worth keeping with a delivery (the rest is noise or a proxy's business).
+KEPT_HEADERS = (
+    "Content-Type",
+    "Content-Length",
+    "User-Agent",
+    signature.HEADER,
+    "X-Forwarded-For",
+    "X-Real-Ip",
+    "X-Request-Id",
+)
+MAX_HEADER_LENGTH = 512
+MAX_ERROR_LENGTH = 4000
+EVENT_NAME = re.compile(r"[a-z][A-Za-z]*:[a-z][A-Za-z]*")
+MAX_ESHOP_ID = 2**63 - 1
+
+# The relay claims at most this many due deliveries per batch and runs a few batches per beat tick.
+RELAY_BATCH = 1000
+RELAY_BATCHES = 10
+# A claimed delivery whose task never ran (broker flushed, worker lost) is claimed again after this.
+ENQUEUE_LEASE = timedelta(minutes=5)
+# One processing run per entity at a time; longer than any handler should take (a crashed worker's lock expires).
+ENTITY_LOCK_SECONDS = 600
+# A delivery whose entity is being processed right now is looked at again after this.
+BUSY_DELAY = timedelta(seconds=3)
+# The most deliveries one run covers; a larger burst is finished by the next run (as duplicates, mostly).
+MAX_GROUP = 5000
+MAX_ATTEMPTS = 8
+RETRY_BASE = timedelta(seconds=15)
+RETRY_CAP = timedelta(hours=1)
+# getAccessToken mints a token (at most 5 live per e-shop, 30 minutes each): probe at most this often.
+ADDON_PROBE_INTERVAL = timedelta(minutes=10)
+# A notification Shoptet has not tried yet may be on its way to us: leave it to Shoptet this long.
+NOTIFICATION_GRACE = timedelta(minutes=5)
+NOTIFICATION_HISTORY = timedelta(days=7)
+PURGE_BATCH = 5000
+# The statuses an addon:* event leaves the installation in when it was applied.
+LIFE_CYCLE: dict[str, set[str]] = {
+    "addon:suspend": {Installation.Status.SUSPENDED},
+    "addon:approve": {Installation.Status.ACTIVE},
+    "addon:uninstall": {Installation.Status.UNINSTALLED, Installation.Status.TERMINATED},
+    "addon:terminate": {Installation.Status.TERMINATED},
+}
+# Deliveries whose event this platform has already got (by idempotency key) need no recovery.
+HELD_STATUSES = (Status.RECEIVED, Status.PROCESSED, Status.FAILED, Status.IGNORED)
+
+
+def webhook_url() -> str:
+    return f"{settings.PUBLIC_URL}/shoptet/webhooks/"
+
+
+# ---------------------------------------------------------------------------
+# Intake: one row per call, answered from PostgreSQL alone
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Intake:
+    """The stored delivery and what the sender gets back."""
+
+    delivery: WebhookDelivery
+    http_status: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """The four fields of Shoptet's webhook body, validated."""
+
+    eshop_id: int
+    event: str
+    instance: str
+    created: datetime
+
+
+class Malformed(ValueError):
+    """The body is not a Shoptet notification."""
+
+
+def record_delivery(*, body: bytes | None, headers: Mapping[str, str], remote_addr: str | None) -> Intake:
+    """Store one call of the webhook endpoint and decide the answer; `body` is None when it was too large."""
+    delivery = WebhookDelivery(
+        headers=_kept_headers(headers),
+        source_ip=_ip_or_none(remote_addr),
+        body=body or b"",
+        signature_valid=False,
+    )
+    if body is None:
+        limit = settings.WEBHOOK_MAX_BODY_BYTES
+        return _finish(delivery, Status.REJECTED, 413, f"The body is larger than {limit} bytes.")
+    try:
+        notification = parse_notification(body)
+    except Malformed as error:
+        _keep_what_parsed(delivery, body)
+        return _finish(delivery, Status.REJECTED, 400, str(error))
+    delivery.eshop_id = notification.eshop_id
+    delivery.event = notification.event
+    delivery.event_instance = notification.instance
+    delivery.event_created = notification.created
+    installation = (
+        Installation.objects.only(
+            "pk",
+            "eshop_id",
+            "status",
+            "webhook_signature_key",
+            "previous_webhook_signature_key",
+            "signature_key_renewed_at",
+        )
+        .filter(eshop_id=notification.eshop_id)
+        .first()
+    )
+    if installation is None:
+        return _finish(delivery, Status.REJECTED, 404, "No installation for this e-shop.")
+    delivery.installation = installation
+    delivery.idempotency_key = idempotency_key(notification)
+    # The key is the e-shop's, so the body had to be parsed to find it; the raw bytes are what is verified.
+    try:
+        signature.verify_any(body, headers.get(signature.HEADER, ""), accepted_keys(installation))
+        delivery.signature_valid = True
+    except signature.InvalidSignature:
+        delivery.signature_valid = False
+    if not _within_replay_window(notification.created):
+        return _finish(
+            delivery,
+            Status.REJECTED,
+            400 if delivery.signature_valid else 401,
+            "eventCreated is outside the accepted window.",
+        )
+    if not delivery.signature_valid:
+        if notification.event in SYSTEM_EVENTS:
+            # Not trusted, not dropped: processing asks getAccessToken and acts only on what it confirms.
+            return _finish(delivery, Status.RECEIVED, 200, "Unsigned system event: the state will be probed.")
+        return _finish(delivery, Status.REJECTED, 401, "Missing or invalid Shoptet-Webhook-Signature.")
+    if notification.event not in KNOWN_EVENTS:
+        return _finish(delivery, Status.IGNORED, 200, "Unknown event.")
+    if installation.status in (Installation.Status.UNINSTALLED, Installation.Status.TERMINATED) and (
+        notification.event not in SYSTEM_EVENTS
+    ):
+        return _finish(delivery, Status.IGNORED, 200, f"The e-shop is {installation.status}: stored, not processed.")
+    return _finish(delivery, Status.RECEIVED, 200)
+
+
+def _finish(delivery: WebhookDelivery, status: str, http_status: int, message: str = "") -> Intake:
+    delivery.status = status
+    if status == Status.RECEIVED:
+        delivery.next_attempt_at = delivery.received_at
+    else:
+        delivery.error = message
+    delivery.save(force_insert=True)
+    return Intake(delivery=delivery, http_status=http_status, message=message)
+
+
+def parse_notification(body: bytes) -> Notification:
+    """Validate `{"eshopId", "event", "eventCreated", "eventInstance"}`; raise Malformed with the reason."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise Malformed("The body is not JSON.") from error
+    if not isinstance(data, dict):
+        raise Malformed("The body is not a JSON object.")
+    missing = [name for name in ("eshopId", "event", "eventCreated", "eventInstance") if name not in data]
+    if missing:
+        raise Malformed(f"Missing fields: {', '.join(missing)}.")
+    return Notification(
+        eshop_id=_eshop_id(data["eshopId"]),
+        event=_event(data["event"]),
+        instance=_instance(data["eventInstance"]),
+        created=_created(data["eventCreated"]),
+    )
+
+
+def _eshop_id(value: Any) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ESHOP_ID:
+        raise Malformed("eshopId is not an e-shop id.")
+    return value
+
+
+def _event(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 64 or not EVENT_NAME.fullmatch(value):
+        raise Malformed("event is not an event name.")
+    return value
+
+
+def _instance(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not _storable(value):
+        raise Malformed("eventInstance is neither a string nor a number.")
+    return value
+
+
+def _created(value: Any) -> datetime:
+    if not isinstance(value, str) or len(value) > 64:
+        raise Malformed("eventCreated is not a date-time.")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise Malformed("eventCreated is not a date-time.") from error
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise Malformed("eventCreated has no time zone offset.")
+    return moment
+
+
+def _storable(text: str) -> bool:
+    """PostgreSQL text takes neither NUL nor lone surrogates (which JSON escapes can produce)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _clean(text: str, limit: int) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:limit]
+
+
+def _keep_what_parsed(delivery: WebhookDelivery, body: bytes) -> None:
+    """For a rejected body, keep the recognisable fields so staff can find it."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return
+    if not isinstance(data, dict):
+        return
+    try:
+        delivery.eshop_id = _eshop_id(data.get("eshopId"))
+    except Malformed:
+        pass
+    if isinstance(data.get("event"), str):
+        delivery.event = _clean(data["event"], 64)
+    instance = data.get("eventInstance")
+    if isinstance(instance, str | int) and not isinstance(instance, bool):
+        delivery.event_instance = _clean(str(instance), 10_000)
+
+
+def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    kept = {}
+    for name in KEPT_HEADERS:
+        value = headers.get(name)
+        if value:
+            kept[name] = _clean(str(value), MAX_HEADER_LENGTH)
+    return kept
+
+
+def _ip_or_none(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value or ""))
+    except ValueError:
+        return None
+
+
+def accepted_keys(installation: Installation) -> list[str]:
+    """The current key, and the previous one until a grace window after the renewal has passed."""
+    keys = [installation.webhook_signature_key]
+    renewed = installation.signature_key_renewed_at
+    if installation.previous_webhook_signature_key and (
+        renewed is None or timezone.now() - renewed <= settings.WEBHOOK_SIGNATURE_GRACE
+    ):
+        keys.append(installation.previous_webhook_signature_key)
+    return [key for key in keys if key]
+
+
+def _within_replay_window(created: datetime) -> bool:
+    now = timezone.now()
+    return now - settings.WEBHOOK_REPLAY_WINDOW_PAST <= created <= now + settings.WEBHOOK_REPLAY_WINDOW_FUTURE
+
+
+def idempotency_key(notification: Notification) -> str:
+    """Shoptet sends no event id: the same e-shop, event, instance and creation time are the same event."""
+    created = notification.created.astimezone(UTC).isoformat()
+    raw = "\n".join([str(notification.eshop_id), notification.event, notification.instance, created])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Relay: the delivery table is the outbox
+# ---------------------------------------------------------------------------
+
+
+def claim_due_deliveries(*, limit: int = RELAY_BATCH) -> list[int]:
+    """Claim received deliveries that are due and return one delivery id per entity, to be enqueued.
+
+    SKIP LOCKED lets several relays (or a relay and the workers) run side by side. Deliveries of a suspended
+    e-shop wait (its addon:* events do not). A claim is a lease: a task that never runs is claimed again.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(
+            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status=Status.RECEIVED, next_attempt_at__lte=now)
+            .filter(Q(event__startswith="addon:") | ~Q(installation__status=Installation.Status.SUSPENDED))
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", "installation_id", "event", "event_instance", "signature_valid", "received_at")[:limit]
+        )
+        if not due:
+            return []
+        WebhookDelivery.objects.filter(pk__in=[row[0] for row in due]).update(next_attempt_at=now + ENQUEUE_LEASE)
+        latest: dict[int, datetime] = {}
+        for _, installation_id, _, _, _, received_at in due:
+            latest[installation_id] = max(received_at, latest.get(installation_id, received_at))
+        for installation_id, received_at in latest.items():
+            Installation.objects.filter(pk=installation_id).filter(
+                Q(last_webhook_at__isnull=True) | Q(last_webhook_at__lt=received_at)
+            ).update(last_webhook_at=received_at)
+    leaders: dict[tuple[Any, ...], int] = {}
+    for pk, installation_id, event, instance, signature_valid, _ in due:
+        leaders.setdefault((installation_id, event, instance, signature_valid is False), pk)
+    return list(leaders.values())
+
+
+def release_deliveries(*, delivery_ids: Iterable[int]) -> None:
+    """Make claimed deliveries due again at once (their tasks could not be enqueued)."""
+    WebhookDelivery.objects.filter(pk__in=list(delivery_ids), status=Status.RECEIVED).update(
+        next_attempt_at=timezone.now()
+    )
+
+
+def resume_deliveries(*, installation: Installation) -> int:
+    """After a suspension: everything held for the e-shop is due now."""
+    return WebhookDelivery.objects.filter(installation=installation, status=Status.RECEIVED).update(
+        next_attempt_at=timezone.now()
+    )
+
+
+# ---------------------------------------------------------------------------
+# Processing
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one processing run did, by delivery id."""
+
+    processed: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+    ignored: list[int] = field(default_factory=list)
+    handler_calls: int = 0
+
+
+class Unconfirmed(Exception):
+    """An unsigned system event that getAccessToken does not confirm."""
+
+
+def process_delivery(*, delivery_id: int) -> Outcome:
+    """Process a received delivery together with every other received one for the same entity. Safe to repeat."""
+    outcome = Outcome()
+    delivery = (
+        WebhookDelivery.objects.select_related("installation")
+        # Decrypted only if a handler calls Shoptet: most deliveries are duplicates or need no API call.
+        .defer(
+            "body",
+            "installation__oauth_token",
+            "installation__webhook_signature_key",
+            "installation__previous_webhook_signature_key",
+        )
+        .filter(pk=delivery_id)
+        .first()
+    )
+    if delivery is None or delivery.status != Status.RECEIVED or delivery.installation is None:
+        return outcome
+    installation = delivery.installation
+    system_event = delivery.event in SYSTEM_EVENTS
+    if installation.status == Installation.Status.SUSPENDED and not system_event:
+        return outcome  # held: the relay skips it until addon:approve resumes the e-shop
+    lock = f"webhooks:{installation.eshop_id}:entity:{_entity_digest(delivery)}"
+    owner = f"{random.getrandbits(64):016x}"
+    if not cache.add(lock, owner, timeout=ENTITY_LOCK_SECONDS):
+        WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.RECEIVED).update(
+            next_attempt_at=timezone.now() + BUSY_DELAY
+        )
+        return outcome
+    try:
+        _process_entity(delivery, installation, outcome)
+    finally:
+        if cache.get(lock) == owner:
+            cache.delete(lock)
+    return outcome
+
+
+def _entity_digest(delivery: WebhookDelivery) -> str:
+    trusted = "unverified" if delivery.signature_valid is False else "trusted"
+    return hashlib.sha1(f"{delivery.event}\n{delivery.event_instance}\n{trusted}".encode()).hexdigest()  # noqa: S324
+
+
+def _process_entity(delivery: WebhookDelivery, installation: Installation, outcome: Outcome) -> None:
+    group = WebhookDelivery.objects.filter(
+        installation=installation, event=delivery.event, status=Status.RECEIVED
+    ).with_instance(delivery.event_instance)
+    group = (
+        group.filter(signature_valid=False)
+        if delivery.signature_valid is False
+        else group.exclude(signature_valid=False)
+    )
+    rows = list(
+        group.order_by("pk").values_list("pk", "idempotency_key", "event_created", "replay_requested")[:MAX_GROUP]
+    )
+    if not rows:
+        return
+    fresh, duplicates = _split_duplicates(installation, rows)
+    now = timezone.now()
+    for duplicate_of, pks in duplicates.items():
+        WebhookDelivery.objects.filter(pk__in=pks, status=Status.RECEIVED).update(
+            status=Status.PROCESSED, duplicate_of_id=duplicate_of, processed_at=now, next_attempt_at=None, error=""
+        )
+        outcome.duplicates.extend(pks)
+    if not fresh:
+        return
+    fresh_ids = [pk for pk, _, _, _ in fresh]
+    if delivery.event not in SYSTEM_EVENTS and not installation.is_active:
+        _mark(fresh_ids, Status.IGNORED, f"The e-shop is {installation.status}: stored, not processed.")
+        outcome.ignored.extend(fresh_ids)
+        return
+    try:
+        if delivery.signature_valid is False:
+            _confirm_by_probe(installation, delivery.event, fresh_ids)
+        event = WebhookEvent(
+            installation=installation,
+            event=delivery.event,
+            instance=delivery.event_instance,
+            codes=expand_codes(delivery.event, delivery.event_instance),
+            created=max(created for _, _, created, _ in fresh if created is not None),
+            delivery_ids=tuple(fresh_ids),
+        )
+        for handler in registry.handlers_for(delivery.event):
+            outcome.handler_calls += 1
+            handler(event)
+            if delivery.event in LIFE_CYCLE and installation.status not in LIFE_CYCLE[delivery.event]:
+                # The life-cycle handler (always first) did not apply it (stale, or not from this state):
+                # an addon's own reaction, say a catch-up after approve, must not run either.
+                break
+    except _Postponed:
+        return
+    except Unconfirmed as error:
+        _mark(fresh_ids, Status.REJECTED, str(error))
+        outcome.rejected.extend(fresh_ids)
+        return
+    except InstallationInactive as error:
+        installation.refresh_from_db(fields=["status"])
+        if installation.status == Installation.Status.SUSPENDED:
+            # Held until approve; resume_deliveries makes them due again.
+            WebhookDelivery.objects.filter(pk__in=fresh_ids).update(error=str(error)[:MAX_ERROR_LENGTH])
+        else:
+            _mark(fresh_ids, Status.IGNORED, str(error))
+            outcome.ignored.extend(fresh_ids)
+        return
+    except TRANSIENT_ERRORS as error:
+        if _retry_later(fresh_ids, error):
+            outcome.retrying.extend(fresh_ids)
+        else:
+            outcome.failed.extend(fresh_ids)
+        return
+    except Exception as error:
+        logger.exception("webhook handler failed eshop_id=%s event=%s", installation.eshop_id, delivery.event)
+        _mark(fresh_ids, Status.FAILED, f"{type(error).__name__}: {error}", attempt=True)
+        outcome.failed.extend(fresh_ids)
+        return
+    WebhookDelivery.objects.filter(pk__in=fresh_ids, status=Status.RECEIVED).update(
+        status=Status.PROCESSED,
+        attempts=F("attempts") + 1,
+        processed_at=timezone.now(),
+        next_attempt_at=None,
+        error="",
+        replay_requested=False,
+    )
+    # Copies of one event in the same burst were covered by this call; the log points them at the first.
+    for first, copies in _copies(fresh).items():
+        WebhookDelivery.objects.filter(pk__in=copies).update(duplicate_of_id=first)
+    outcome.processed.extend(fresh_ids)
+    logger.info(
+        "webhook processed eshop_id=%s event=%s deliveries=%s duplicates=%s",
+        installation.eshop_id,
+        delivery.event,
+        len(fresh_ids),
+        len(outcome.duplicates),
+    )
+
+
+Row = tuple[int, str, datetime | None, bool]
+
+
+def _split_duplicates(installation: Installation, rows: list[Row]) -> tuple[list[Row], dict[int, list[int]]]:
+    """Deliveries of an event processed before (same idempotency key) are duplicates, unless replayed."""
+    keys = {key for _, key, _, _ in rows}
+    done: dict[str, int] = {}
+    for key, pk in (
+        WebhookDelivery.objects.filter(installation=installation, idempotency_key__in=keys, status=Status.PROCESSED)
+        .order_by("pk")
+        .values_list("idempotency_key", "pk")
+    ):
+        done.setdefault(key, pk)
+    fresh = []
+    duplicates: dict[int, list[int]] = {}
+    for row in rows:
+        pk, key, _, replay = row
+        if key in done and not replay:
+            duplicates.setdefault(done[key], []).append(pk)
+        else:
+            fresh.append(row)
+    return fresh, duplicates
+
+
+def _copies(rows: list[Row]) -> dict[int, list[int]]:
+    """Among rows of one run: later copies of an event (same idempotency key) by the first one's id."""
+    first: dict[str, int] = {}
+    copies: dict[int, list[int]] = {}
+    for pk, key, _, replay in rows:
+        if key in first and not replay:
+            copies.setdefault(first[key], []).append(pk)
+        else:
+            first.setdefault(key, pk)
+    return copies
+
+
+def expand_codes(event: str, instance: str) -> tuple[str, ...]:
+    """Mass events carry a JSON list of codes in eventInstance; every other event names one entity."""
+    if event not in MASS_EVENTS:
+        return (instance,)
+    try:
+        codes = json.loads(instance)
+    except ValueError as error:
+        raise ValueError(f"eventInstance of {event} is not a JSON list of codes") from error
+    if not isinstance(codes, list) or not all(
+        isinstance(code, str | int) and not isinstance(code, bool) for code in codes
+    ):
+        raise ValueError(f"eventInstance of {event} is not a JSON list of codes")
+    return tuple(dict.fromkeys(str(code) for code in codes))
+
+
+class _Postponed(Exception):
+    """Nothing to record now: the deliveries stay received and come back later."""
+
+
+def _confirm_by_probe(installation: Installation, event: str, delivery_ids: list[int]) -> None:
+    """An unsigned addon:* event counts only when getAccessToken reports the state it claims."""
+    if not cache.add(
+        f"webhooks:{installation.eshop_id}:addon-probe", "1", timeout=int(ADDON_PROBE_INTERVAL.total_seconds())
+    ):
+        WebhookDelivery.objects.filter(pk__in=delivery_ids).update(
+            next_attempt_at=timezone.now() + ADDON_PROBE_INTERVAL
+        )
+        raise _Postponed
+    state = probe_addon_state(installation)
+    expected = {
+        "addon:suspend": Installation.Status.SUSPENDED,
+        "addon:approve": Installation.Status.ACTIVE,
+        "addon:uninstall": Installation.Status.UNINSTALLED,
+        "addon:terminate": Installation.Status.UNINSTALLED,
+    }[event]
+    if state != expected:
+        raise Unconfirmed(f"Unsigned {event} not confirmed: getAccessToken reports the add-on as {state}.")
+
+
+def probe_addon_state(installation: Installation) -> str:
+    """Ask getAccessToken: `active`, `suspended` or `uninstalled` (a revoked OAuth token counts as uninstalled)."""
+    try:
+        tokens.mint_access_token(installation)
+    except AddonSuspended:
+        return Installation.Status.SUSPENDED
+    except AddonNotInstalled:
+        return Installation.Status.UNINSTALLED
+    except OAuthError as error:
+        if error.error == "invalid_token":
+            return Installation.Status.UNINSTALLED
+        raise
+    return Installation.Status.ACTIVE
+
+
+def _retry_later(delivery_ids: list[int], error: Exception) -> bool:
+    """Record a transient failure; True when another attempt is scheduled, False when attempts are used up."""
+    text = f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH]
+    attempts = (
+        max(WebhookDelivery.objects.filter(pk__in=delivery_ids).values_list("attempts", flat=True), default=0) + 1
+    )
+    if attempts >= MAX_ATTEMPTS:
+        _mark(delivery_ids, Status.FAILED, text, attempt=True)
+        return False
+    ceiling = min(RETRY_CAP.total_seconds(), RETRY_BASE.total_seconds() * 2 ** (attempts - 1))
+    pause = timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter
+    WebhookDelivery.objects.filter(pk__in=delivery_ids, status=Status.RECEIVED).update(
+        attempts=F("attempts") + 1, error=text, next_attempt_at=timezone.now() + pause
+    )
+    logger.warning(
+        "webhook retry scheduled deliveries=%s in=%.0fs error=%s", len(delivery_ids), pause.total_seconds(), text
+    )
+    return True
+
+
+def _mark(delivery_ids: list[int], status: str, error: str, *, attempt: bool = False) -> None:
+    changes: dict[str, Any] = {"status": status, "error": error[:MAX_ERROR_LENGTH], "next_attempt_at": None}
+    if attempt:
+        changes["attempts"] = F("attempts") + 1
+    WebhookDelivery.objects.filter(pk__in=delivery_ids, status=Status.RECEIVED).update(**changes)
+
+
+# ---------------------------------------------------------------------------
+# Staff: replay, purge
+# ---------------------------------------------------------------------------
+
+
+def replay_deliveries(*, deliveries: QuerySet[WebhookDelivery]) -> int:
+    """Process processed or failed deliveries again, even if their event was processed; rejected ones never."""
+    return deliveries.filter(status__in=[Status.PROCESSED, Status.FAILED], installation__isnull=False).update(
+        status=Status.RECEIVED,
+        replay_requested=True,
+        replayed_at=timezone.now(),
+        next_attempt_at=timezone.now(),
+        attempts=0,
+        error="",
+        duplicate_of=None,
+        processed_at=None,
+    )
+
+
+def purge_payloads(*, older_than: timedelta) -> int:
+    """Drop the raw bodies of settled deliveries older than `older_than`; the metadata stays."""
+    cutoff = timezone.now() - older_than
+    settled = WebhookDelivery.objects.filter(
+        status__in=[Status.PROCESSED, Status.IGNORED, Status.REJECTED],
+        received_at__lt=cutoff,
+        payload_purged_at__isnull=True,
+    )
+    purged = 0
+    while True:
+        pks = list(settled.order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH])
+        if not pks:
+            return purged
+        purged += WebhookDelivery.objects.filter(pk__in=pks).update(body=b"", payload_purged_at=timezone.now())
+
+
+# ---------------------------------------------------------------------------
+# Recovery from Shoptet's notification log
+# ---------------------------------------------------------------------------
+
+
+def recover_notifications(*, installation: Installation, client: ShoptetClient | None = None) -> list[int]:
+    """Store, as deliveries, notifications of the last 7 days that Shoptet could not hand over to us."""
+    if not installation.is_active:
+        return []
+    client = client or ShoptetClient(installation)
+    now = timezone.now()
+    since = (now - NOTIFICATION_HISTORY).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
+    candidates: list[Notification] = []
+    for status in ("failed", "new"):
+        # Reference: getListOfWebhookNotifications (GET /api/webhooks/notifications)
+        for item in client.paginate(
+            "/api/webhooks/notifications",
+            key="notifications",
+            params={"status": status, "from": since},
+            items_per_page=500,
+        ):
+            notification = _notification_of(item, installation)
+            if notification is None:
+                continue
+            if status == "new" and now - _notification_created(item, notification) < NOTIFICATION_GRACE:
+                continue
+            candidates.append(notification)
+    by_key = {idempotency_key(notification): notification for notification in candidates}
+    held = set(
+        WebhookDelivery.objects.filter(
+            installation=installation, idempotency_key__in=by_key, status__in=HELD_STATUSES
+        ).values_list("idempotency_key", flat=True)
+    )
+    recovered = []
+    for key, notification in by_key.items():
+        if key in held:
+            continue
+        body = json.dumps(
+            {
+                "eshopId": notification.eshop_id,
+                "event": notification.event,
+                "eventCreated": notification.created.isoformat(),
+                "eventInstance": notification.instance,
+            }
+        ).encode()
+        delivery = WebhookDelivery.objects.create(
+            installation=installation,
+            eshop_id=notification.eshop_id,
+            event=notification.event,
+            event_instance=notification.instance,
+            event_created=notification.created,
+            source=WebhookDelivery.Source.NOTIFICATION_LOG,
+            body=body,
+            signature_valid=None,
+            status=Status.RECEIVED,
+            next_attempt_at=now,
+            idempotency_key=key,
+        )
+        recovered.append(delivery.pk)
+    if recovered:
+        logger.warning(
+            "webhooks recovered from the notification log eshop_id=%s count=%s", installation.eshop_id, len(recovered)
+        )
+    return recovered
+
+
+def _notification_of(item: dict[str, Any], installation: Installation) -> Notification | None:
+    data = item.get("data")
+    if not isinstance(data, dict):
+        return None
+    try:
+        notification = Notification(
+            eshop_id=_eshop_id(data.get("eshopId")),
+            event=_event(data.get("event")),
+            instance=_instance(data.get("eventInstance")),
+            created=_created(data.get("eventCreated")),
+        )
+    except Malformed:
+        return None
+    if notification.eshop_id != installation.eshop_id or notification.event not in KNOWN_EVENTS:
+        return None
+    return notification
+
+
+def _notification_created(item: dict[str, Any], notification: Notification) -> datetime:
+    try:
+        return _created(item.get("created"))
+    except Malformed:
+        return notification.created
+
+
+# ---------------------------------------------------------------------------
+# Registrations at Shoptet
+# ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -25,17 +784,74 @@ class RegistrationResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-
-
-def webhook_url() -> str:
-    return f"{settings.PUBLIC_URL}/shoptet/webhooks/"
+    removed: list[str] = field(default_factory=list)
 
 
 def register_webhooks(*, installation: Installation, client: ShoptetClient) -> RegistrationResult:
     """Make Shoptet's registrations for the configured events point at us; change nothing that is right."""
+    return _apply_registrations(installation, client, _by_event(client.list_webhooks()))
+
+
+def reconcile_webhooks(*, installation: Installation, client: ShoptetClient | None = None) -> RegistrationDrift | None:
+    """Compare Shoptet's registrations with the wanted ones, repair them and record any drift."""
+    if not installation.is_active:
+        return None
+    client = client or ShoptetClient(installation)
+    url = webhook_url()
+    current = client.list_webhooks()
+    existing = _by_event(current)
+    wanted = settings.SHOPTET_WEBHOOK_EVENTS
+    strays = [
+        webhook
+        for webhook in current
+        if str(webhook.get("event")) not in wanted
+        and str(webhook.get("url") or "").startswith(f"{settings.PUBLIC_URL}/")
+    ]
+    drift = RegistrationDrift(
+        installation=installation,
+        missing=[event for event in wanted if event not in existing],
+        wrong_url=[event for event in wanted if event in existing and existing[event].get("url") != url],
+        strays=[{"id": w.get("id"), "event": w.get("event"), "url": w.get("url")} for w in strays],
+    )
+    if not (drift.missing or drift.wrong_url or drift.strays):
+        _mirror(installation, {event: existing[event] for event in wanted if event in existing})
+        return None
+    drift.save()
+    logger.warning(
+        "webhook registrations drifted eshop_id=%s missing=%s wrong_url=%s strays=%s",
+        installation.eshop_id,
+        drift.missing,
+        drift.wrong_url,
+        [w["event"] for w in drift.strays],
+    )
+    try:
+        for webhook in strays:
+            client.delete_webhook(int(webhook["id"]))
+            existing.pop(str(webhook.get("event")), None)
+        _apply_registrations(installation, client, existing)
+    except Exception as error:
+        drift.error = f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH]
+        drift.save(update_fields=["error"])
+        raise
+    drift.repaired = True
+    drift.save(update_fields=["repaired"])
+    return drift
+
+
+def installations_to_watch() -> list[int]:
+    """Active, onboarded installations: the ones whose registrations and notifications are checked."""
+    return list(
+        Installation.objects.filter(
+            status=Installation.Status.ACTIVE, onboarding_status=Installation.Onboarding.DONE
+        ).values_list("pk", flat=True)
+    )
+
+
+def _apply_registrations(
+    installation: Installation, client: ShoptetClient, existing: dict[str, dict[str, Any]]
+) -> RegistrationResult:
     url = webhook_url()
     result = RegistrationResult()
-    existing = _by_event(client.list_webhooks())
     for event in settings.SHOPTET_WEBHOOK_EVENTS:
         current = existing.get(event)
         if current is None:

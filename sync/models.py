@@ -1,0 +1,234 @@
+"""The local mirror of each e-shop's orders and invoices, and the sync jobs that keep it complete and current."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import F, Q
+
+from installations.encryption import EncryptedTextField
+from installations.models import Installation
+
+
+def _price() -> models.DecimalField:
+    return models.DecimalField(max_digits=20, decimal_places=2, null=True, blank=True)
+
+
+def _newest_first(name: str) -> models.Index:
+    """The REST API's list order: newest first, documents without a creation time last."""
+    return models.Index(F("installation"), F("creation_time").desc(nulls_last=True), F("id").desc(), name=name)
+
+
+class Document(models.Model):
+    """What orders and invoices share: the tenant, Shoptet's code, totals, times and the full object."""
+
+    # The unique (installation, code) index serves every lookup by installation; no separate FK index.
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    code = models.CharField(max_length=255)
+    currency = models.CharField(max_length=8, blank=True)
+    total_with_vat = _price()
+    total_without_vat = _price()
+    to_pay = _price()
+    paid = models.BooleanField(null=True, blank=True)
+    creation_time = models.DateTimeField(null=True, blank=True)
+    change_time = models.DateTimeField(null=True, blank=True)
+    item_count = models.PositiveIntegerField(default=0)
+    data = models.JSONField(help_text="The full Shoptet object as last fetched.")
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="When Shoptet confirmed the deletion.")
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.code
+
+    def accepts(self, change_time: datetime | None) -> bool:
+        """True when a version changed at `change_time` may replace this row: never older over newer.
+
+        A deleted row comes back only for a version changed after the deletion (a reused code); the
+        bulk import in `sync.importer` applies the same rule in SQL.
+        """
+        if self.deleted_at is not None:
+            return change_time is not None and change_time > self.deleted_at
+        return self.change_time is None or (change_time is not None and change_time >= self.change_time)
+
+
+class Order(Document):
+    guid = models.CharField(max_length=64, blank=True)
+    status_id = models.IntegerField(null=True, blank=True)
+    status_name = models.CharField(max_length=255, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["installation", "code"], name="sync_order_unique_code")]
+        indexes = [_newest_first("sync_order_newest")]
+
+
+class Invoice(Document):
+    order_code = models.CharField(max_length=255, blank=True)
+    is_valid = models.BooleanField(null=True, blank=True)
+    var_symbol = models.BigIntegerField(null=True, blank=True)
+    billing_method_id = models.IntegerField(null=True, blank=True, help_text="1 COD, 2 wire transfer, 3 cash, 4 card")
+    billing_method_name = models.CharField(max_length=64, blank=True)
+    vat_mode = models.CharField(max_length=64, blank=True)
+    due_date = models.DateField(null=True, blank=True)
+    tax_date = models.DateField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["installation", "code"], name="sync_invoice_unique_code")]
+        indexes = [_newest_first("sync_invoice_newest")]
+
+
+class DocumentItem(models.Model):
+    """One line of an order or invoice (products, shipping, payment, discounts), for addons to query."""
+
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    position = models.PositiveSmallIntegerField(help_text="Index in Shoptet's items list.")
+    item_id = models.BigIntegerField(null=True, blank=True, help_text="Shoptet's itemId.")
+    item_type = models.CharField(max_length=64, blank=True)
+    code = models.CharField(max_length=255, blank=True)
+    name = models.CharField(max_length=255, blank=True)
+    amount = models.DecimalField(max_digits=20, decimal_places=3, null=True, blank=True)
+    unit_price_with_vat = _price()
+    total_price_with_vat = _price()
+    vat_rate = models.DecimalField(max_digits=7, decimal_places=2, null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return self.name or self.code or self.item_type
+
+
+class OrderItem(DocumentItem):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items")
+
+    class Meta(DocumentItem.Meta):
+        indexes = [models.Index(fields=["installation", "code"], name="sync_orderitem_code")]
+
+
+class InvoiceItem(DocumentItem):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="items")
+
+    class Meta(DocumentItem.Meta):
+        indexes = [models.Index(fields=["installation", "code"], name="sync_invoiceitem_code")]
+
+
+class SyncJob(models.Model):
+    """One sync run for one installation and resource: a snapshot (Shoptet's async job) or a `/changes` read."""
+
+    class Resource(models.TextChoices):
+        ORDERS = "orders", "Orders"
+        INVOICES = "invoices", "Invoices"
+
+    class Mode(models.TextChoices):
+        SNAPSHOT = "snapshot", "Snapshot"
+        CHANGES = "changes", "Changes"
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        RUNNING = "running", "Running"
+        IMPORTING = "importing", "Importing"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    UNFINISHED = (Status.REQUESTED, Status.RUNNING, Status.IMPORTING)
+
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="sync_jobs")
+    resource = models.CharField(max_length=16, choices=Resource.choices)
+    mode = models.CharField(max_length=16, choices=Mode.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
+    cause = models.CharField(max_length=255, blank=True, help_text="Who or what started it.")
+    change_time_from = models.DateTimeField(
+        null=True, blank=True, help_text="Incremental snapshot: only documents changed since then."
+    )
+
+    shoptet_job_id = models.CharField(max_length=64, blank=True)
+    shoptet_created_at = models.DateTimeField(null=True, blank=True)
+    shoptet_completed_at = models.DateTimeField(null=True, blank=True)
+    # Anybody holding the URL can download the e-shop's data until it expires, so it is a secret.
+    result_url = EncryptedTextField(blank=True, default="")
+    valid_until = models.DateTimeField(null=True, blank=True)
+    polls = models.PositiveSmallIntegerField(default=0, help_text="Job detail requests answered 'unfinished'.")
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    restarts = models.PositiveSmallIntegerField(default=0, help_text="New Shoptet jobs after an expired result.")
+    attempts = models.PositiveSmallIntegerField(default=1)
+
+    received = models.PositiveIntegerField(default=0, help_text="Lines or changes read from Shoptet.")
+    imported = models.PositiveIntegerField(default=0, help_text="Documents inserted or updated.")
+    skipped = models.PositiveIntegerField(default=0, help_text="Documents already as new locally.")
+    deleted = models.PositiveIntegerField(default=0, help_text="Documents marked deleted.")
+    error = models.TextField(blank=True)
+    note = models.CharField(max_length=255, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # At most one unfinished run per installation, resource and mode.
+            models.UniqueConstraint(
+                fields=["installation", "resource", "mode"],
+                condition=Q(status__in=["requested", "running", "importing"]),
+                name="sync_job_one_in_flight",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["installation", "shoptet_job_id"], name="sync_job_shoptet_id"),
+            models.Index(fields=["status", "next_poll_at"], name="sync_job_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_mode_display()} of {self.resource} #{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.COMPLETED, self.Status.FAILED)
+
+
+class SyncCursor(models.Model):
+    """Where the next `/changes` read of one installation and resource starts."""
+
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="sync_cursors")
+    resource = models.CharField(max_length=16, choices=SyncJob.Resource.choices)
+    changes_from = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["installation", "resource"], name="sync_cursor_unique_resource"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource} from {self.changes_from}"
+
+
+class RefreshRequest(models.Model):
+    """A document to fetch again because a webhook named it; one row per code however many events came.
+
+    A worker claims a batch, fetches each document once and deletes the rows it claimed. An event that
+    arrives meanwhile clears the claim, so the document is fetched again after the change it announces.
+    """
+
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    resource = models.CharField(max_length=16, choices=SyncJob.Resource.choices)
+    code = models.CharField(max_length=255)
+    requested_at = models.DateTimeField()
+    claim = models.CharField(max_length=32, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["installation", "resource", "code"], name="sync_refresh_unique_code"),
+        ]
+        indexes = [models.Index(fields=["claim"], name="sync_refresh_claim")]
+
+    def __str__(self) -> str:
+        return f"{self.resource} {self.code}"

@@ -1,0 +1,779 @@
+"""Order and invoice sync: snapshots (request, poll, import), `/changes` reconciliation, webhook refreshes.
+
+Snapshot lifecycle of a SyncJob: `requested` → Shoptet accepted the job: `running` → `job:finished`
+(or a poll) found it done: `importing` → `completed`; any step may end in `failed`. A result that
+expired before it was read starts a new Shoptet job for the same SyncJob.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from installations.models import Installation
+from shoptet_api.client import ShoptetClient
+from shoptet_api.errors import (
+    TRANSIENT_ERRORS,
+    Forbidden,
+    InstallationInactive,
+    NotFound,
+    ShoptetError,
+    TransportError,
+)
+from sync import importer, remote
+from sync.documents import RESOURCES, Resource, items_of, moment, resource_named
+from sync.importer import ImportCounts
+from sync.models import Document, RefreshRequest, SyncCursor, SyncJob
+
+logger = logging.getLogger(__name__)
+
+Status = SyncJob.Status
+Mode = SyncJob.Mode
+
+# Shoptet marks a job that never finishes failed 3 hours after its creation and sends no job:finished.
+JOB_TIMEOUT = timedelta(hours=3)
+# Shoptet refuses the 11th detail request of an unfinished job (403 job-detail-try-counter-exceeded-limit).
+MAX_JOB_POLLS = 10
+# When to look at a job whose job:finished did not come: ten polls spread over the three hours.
+POLL_DELAYS = [timedelta(minutes=minutes) for minutes in (1, 2, 4, 8, 15, 30, 30, 30, 30, 30)]
+# An expired result is requested again this many times before the job fails.
+MAX_RESTARTS = 3
+# `/changes` keeps 30 days of history; a cursor that gets close to that is caught up by a snapshot.
+CHANGES_WINDOW = timedelta(days=30)
+CHANGES_SAFETY = timedelta(days=1)
+# Each `/changes` read starts this long before the previous one did: changes made while it paged are
+# read again (and skipped when already stored), and small clock differences with Shoptet do not matter.
+CURSOR_OVERLAP = timedelta(minutes=5)
+CHANGES_BATCH = 200
+REFRESH_BATCH = 20
+REFRESH_LIMIT = 200
+REFRESH_CLAIM_TTL = timedelta(minutes=10)
+REFRESH_STALE = timedelta(minutes=2)
+STALE_REQUEST = timedelta(minutes=10)
+STALE_RUN = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + timedelta(minutes=10)
+FINISHED_JOBS_KEPT = timedelta(days=30)
+
+
+class SyncError(Exception):
+    """A sync cannot be started or retried; the message says why."""
+
+
+class SyncRunning(SyncError):
+    """A run of the same kind is already in flight for this installation and resource."""
+
+    def __init__(self, job: SyncJob) -> None:
+        super().__init__(f"{job} is already {job.status}")
+        self.job = job
+
+
+ProgressCallback = Callable[[int, int, int | None], None]  # documents, bytes read, bytes in total (if known)
+
+
+# ---------------------------------------------------------------------------
+# Starting and retrying
+# ---------------------------------------------------------------------------
+
+
+def request_sync(
+    *,
+    installation: Installation,
+    resource: str,
+    mode: str,
+    cause: str,
+    change_time_from: datetime | None = None,
+) -> SyncJob:
+    """Record a new sync run; the caller enqueues it. Raises SyncRunning when one is in flight."""
+    resource_named(resource)
+    if mode not in Mode.values:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(Mode.values)}")
+    if not installation.is_active:
+        raise SyncError(f"e-shop {installation.eshop_id} is {installation.status}: nothing can be synced")
+    try:
+        with transaction.atomic():
+            return SyncJob.objects.create(
+                installation=installation,
+                resource=resource,
+                mode=mode,
+                cause=cause[:255],
+                change_time_from=change_time_from,
+                enqueued_at=timezone.now(),
+            )
+    except IntegrityError:
+        running = _in_flight(installation, resource, mode)
+        if running is None:  # it finished between the insert and this look
+            raise
+        raise SyncRunning(running) from None
+
+
+def request_initial_import(*, installation: Installation) -> list[SyncJob]:
+    """Full snapshots of orders and invoices, unless one already completed or runs; the caller enqueues."""
+    jobs = []
+    for name in RESOURCES:
+        snapshots = SyncJob.objects.filter(installation=installation, resource=name, mode=Mode.SNAPSHOT)
+        if snapshots.exclude(status=Status.FAILED).exists():
+            continue
+        try:
+            jobs.append(
+                request_sync(installation=installation, resource=name, mode=Mode.SNAPSHOT, cause="initial import")
+            )
+        except SyncRunning:
+            continue
+    return jobs
+
+
+def request_changes_everywhere() -> list[SyncJob]:
+    """A `/changes` run per active installation and resource, unless one is in flight; the caller enqueues."""
+    jobs = []
+    for installation in Installation.objects.filter(status=Installation.Status.ACTIVE).order_by("pk"):
+        for name in RESOURCES:
+            try:
+                jobs.append(
+                    request_sync(installation=installation, resource=name, mode=Mode.CHANGES, cause="reconciliation")
+                )
+            except SyncRunning:
+                continue
+    return jobs
+
+
+def retry_job(*, job: SyncJob) -> SyncJob:
+    """Run a failed job again; a snapshot reuses its result file while that is valid. The caller enqueues."""
+    if job.status != Status.FAILED:
+        raise SyncError(f"{job} is {job.status}; only failed jobs can be retried")
+    if not job.installation.is_active:
+        raise SyncError(f"e-shop {job.installation.eshop_id} is {job.installation.status}: nothing can be synced")
+    now = timezone.now()
+    reuse = job.mode == Mode.SNAPSHOT and bool(job.result_url) and job.valid_until is not None and job.valid_until > now
+    changes: dict[str, Any] = {"error": "", "finished_at": None, "enqueued_at": now, "attempts": F("attempts") + 1}
+    if reuse:
+        changes.update(status=Status.RUNNING, next_poll_at=None)
+    else:
+        changes.update(
+            status=Status.REQUESTED,
+            shoptet_job_id="",
+            result_url="",
+            valid_until=None,
+            polls=0,
+            next_poll_at=None,
+            restarts=0,
+            started_at=None,
+        )
+    try:
+        with transaction.atomic():
+            SyncJob.objects.filter(pk=job.pk, status=Status.FAILED).update(**changes)
+    except IntegrityError:
+        running = _in_flight(job.installation, job.resource, job.mode)
+        if running is None:
+            raise
+        raise SyncRunning(running) from None
+    job.refresh_from_db()
+    return job
+
+
+def _in_flight(installation: Installation, resource: str, mode: str) -> SyncJob | None:
+    return SyncJob.objects.filter(
+        installation=installation, resource=resource, mode=mode, status__in=SyncJob.UNFINISHED
+    ).first()
+
+
+# ---------------------------------------------------------------------------
+# Snapshots
+# ---------------------------------------------------------------------------
+
+
+def start_snapshot(*, job: SyncJob) -> SyncJob:
+    """Ask Shoptet for the snapshot job of a requested SyncJob; a no-op for any other state."""
+    with transaction.atomic():
+        locked = SyncJob.objects.select_for_update().select_related("installation").get(pk=job.pk)
+        if locked.status != Status.REQUESTED or locked.mode != Mode.SNAPSHOT:
+            return locked
+        installation = locked.installation
+        if not installation.is_active:
+            return _fail(locked, f"e-shop {installation.eshop_id} is {installation.status}: not synced")
+        resource = resource_named(locked.resource)
+        params = resource.snapshot_params()
+        if locked.change_time_from is not None:
+            params["changeTimeFrom"] = remote.shoptet_time(locked.change_time_from)
+        try:
+            shoptet_job_id = remote.request_snapshot(ShoptetClient(installation), resource.name, params)
+        except TRANSIENT_ERRORS:
+            raise
+        except ShoptetError as error:
+            return _fail(locked, f"Shoptet refused the snapshot: {error}")
+        now = timezone.now()
+        locked.shoptet_job_id = shoptet_job_id
+        locked.status = Status.RUNNING
+        locked.started_at = now
+        locked.polls = 0
+        locked.next_poll_at = now + POLL_DELAYS[0]
+        locked.save()
+    logger.info(
+        "snapshot started eshop_id=%s resource=%s job=%s shoptet_job=%s",
+        installation.eshop_id,
+        locked.resource,
+        locked.pk,
+        shoptet_job_id,
+    )
+    return locked
+
+
+def finished_job(*, installation: Installation, shoptet_job_id: str) -> SyncJob | None:
+    """The SyncJob that a `job:finished` delivery is about, if it still waits for its result."""
+    return SyncJob.objects.filter(
+        installation=installation, shoptet_job_id=shoptet_job_id, mode=Mode.SNAPSHOT, status=Status.RUNNING
+    ).first()
+
+
+def poll_snapshot(*, job: SyncJob) -> bool:
+    """Look at a job whose `job:finished` may have been lost; True when it finished and can be imported."""
+    job.refresh_from_db()
+    if job.status != Status.RUNNING or job.mode != Mode.SNAPSHOT or not job.shoptet_job_id:
+        return False
+    if job.started_at is not None and timezone.now() >= job.started_at + JOB_TIMEOUT:
+        _fail(job, f"Shoptet did not finish job {job.shoptet_job_id} within {_hours(JOB_TIMEOUT)} hours")
+        return False
+    try:
+        return _job_detail(job, ShoptetClient(job.installation)) is not None
+    except NotFound:
+        _fail(job, f"Shoptet does not know job {job.shoptet_job_id}")
+    except InstallationInactive as error:
+        _fail(job, str(error))
+    return False
+
+
+def import_snapshot(*, job: SyncJob, progress: ProgressCallback | None = None) -> SyncJob:
+    """Read the finished job's result file into the tables (all or nothing); a no-op unless it waits for that."""
+    job.refresh_from_db()
+    if job.mode != Mode.SNAPSHOT or job.status not in (Status.RUNNING, Status.IMPORTING):
+        return job
+    client = ShoptetClient(job.installation)
+    try:
+        detail = _job_detail(job, client)
+    except NotFound:
+        return _fail(job, f"Shoptet does not know job {job.shoptet_job_id}")
+    except InstallationInactive as error:
+        return _fail(job, str(error))
+    if detail is None:
+        return job
+    status = str(detail.get("status"))
+    if status == "expired":
+        return _restart(job, f"Shoptet's job {job.shoptet_job_id} expired before its result was read")
+    if status != "completed":
+        log = detail.get("log") or "no log"
+        return _fail(job, f"Shoptet's job {job.shoptet_job_id} ended {status}: {log}")
+    url = detail.get("resultUrl")
+    if not isinstance(url, str) or not url:
+        return _fail(job, f"Shoptet's job {job.shoptet_job_id} completed without a result file")
+    valid_until = moment(detail.get("validUntil"))
+    if valid_until is not None and valid_until <= timezone.now():
+        return _restart(job, f"the result of job {job.shoptet_job_id} expired at {valid_until.isoformat()}")
+    claimed = SyncJob.objects.filter(pk=job.pk, status__in=[Status.RUNNING, Status.IMPORTING]).update(
+        status=Status.IMPORTING,
+        result_url=url,
+        valid_until=valid_until,
+        shoptet_created_at=moment(detail.get("creationTime")),
+        shoptet_completed_at=moment(detail.get("completionTime")),
+        next_poll_at=None,
+        updated_at=timezone.now(),
+    )
+    job.refresh_from_db()
+    if not claimed:
+        return job
+    try:
+        return _import_result(job, client, url, progress)
+    except remote.ResultGone as error:
+        return _restart(job, str(error))
+    except remote.ResultFileError as error:
+        return _fail(job, str(error))
+
+
+def _import_result(job: SyncJob, client: ShoptetClient, url: str, progress: ProgressCallback | None) -> SyncJob:
+    resource = resource_named(job.resource)
+    with transaction.atomic():
+        # The lock is the import's: a second worker (a redelivered task, a poll and a webhook at once)
+        # skips instead of importing the same file twice. A killed worker's lock dies with its connection.
+        locked = SyncJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk, status=Status.IMPORTING).first()
+        if locked is None:
+            return job
+        full_at = (locked.shoptet_created_at or locked.created_at) if locked.change_time_from is None else None
+        with remote.open_result(url, session=client.session) as lines:
+            counts = importer.import_lines(
+                installation=locked.installation,
+                resource=resource,
+                lines=lines,
+                full_snapshot_at=full_at,
+                progress=_reporter(progress, lines),
+            )
+        _advance_cursor(locked.installation, resource.name, locked.created_at - CURSOR_OVERLAP)
+        _store_counts(locked, counts)
+        locked.status = Status.COMPLETED
+        locked.error = ""
+        locked.finished_at = timezone.now()
+        locked.save()
+    logger.info(
+        "snapshot imported eshop_id=%s resource=%s job=%s received=%s imported=%s skipped=%s deleted=%s",
+        locked.installation.eshop_id,
+        locked.resource,
+        locked.pk,
+        counts.received,
+        counts.imported,
+        counts.skipped,
+        counts.deleted,
+    )
+    return locked
+
+
+def import_file(
+    *,
+    installation: Installation,
+    resource: Resource,
+    stream: IO[bytes],
+    total_bytes: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ImportCounts:
+    """Import a gzip JSON Lines file (a saved result file) into the tables, all or nothing.
+
+    Raises ResultFileError, changing nothing, when the file is not a complete gzip JSON Lines file.
+    """
+    lines = remote.ResultLines(stream, total_bytes=total_bytes)
+    counts = importer.import_lines(
+        installation=installation, resource=resource, lines=lines, progress=_reporter(progress, lines)
+    )
+    logger.info(
+        "file imported eshop_id=%s resource=%s received=%s imported=%s skipped=%s",
+        installation.eshop_id,
+        resource.name,
+        counts.received,
+        counts.imported,
+        counts.skipped,
+    )
+    return counts
+
+
+def _reporter(progress: ProgressCallback | None, lines: remote.ResultLines) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda documents: progress(documents, lines.compressed_bytes, lines.total_bytes)
+
+
+def _job_detail(job: SyncJob, client: ShoptetClient) -> dict[str, Any] | None:
+    """The job's detail once Shoptet finished it; None while unfinished (each such answer counts as a poll)."""
+    assert job.shoptet_job_id  # noqa: S101 - only running jobs get here
+    deadline = (job.started_at or timezone.now()) + JOB_TIMEOUT
+    if job.polls >= MAX_JOB_POLLS:
+        SyncJob.objects.filter(pk=job.pk).update(next_poll_at=deadline)
+        return None
+    try:
+        detail = remote.get_job(client, job.shoptet_job_id)
+    except Forbidden as error:
+        if error.error_code != "job-detail-try-counter-exceeded-limit":
+            raise
+        SyncJob.objects.filter(pk=job.pk).update(polls=MAX_JOB_POLLS, next_poll_at=deadline)
+        return None
+    if detail.get("status") in remote.UNFINISHED_JOB_STATUSES:
+        polls = job.polls + 1
+        next_poll = min(timezone.now() + POLL_DELAYS[min(polls, len(POLL_DELAYS) - 1)], deadline)
+        SyncJob.objects.filter(pk=job.pk).update(polls=F("polls") + 1, next_poll_at=next_poll)
+        job.polls = polls
+        return None
+    return detail
+
+
+def _restart(job: SyncJob, reason: str) -> SyncJob:
+    """The result is gone: ask Shoptet for a new job under the same SyncJob."""
+    if job.restarts >= MAX_RESTARTS:
+        return _fail(job, f"{reason}; gave up after {MAX_RESTARTS} new jobs")
+    restarted = SyncJob.objects.filter(pk=job.pk, status__in=[Status.RUNNING, Status.IMPORTING]).update(
+        status=Status.REQUESTED,
+        shoptet_job_id="",
+        result_url="",
+        valid_until=None,
+        polls=0,
+        next_poll_at=None,
+        restarts=F("restarts") + 1,
+        note=reason[:255],
+        enqueued_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    logger.warning("snapshot restarted job=%s reason=%s", job.pk, reason)
+    job.refresh_from_db()
+    return start_snapshot(job=job) if restarted else job
+
+
+# ---------------------------------------------------------------------------
+# /changes
+# ---------------------------------------------------------------------------
+
+
+def sync_changes(*, job: SyncJob, progress: Callable[[int], None] | None = None) -> SyncJob:
+    """Apply every change since the cursor, then move the cursor; too old a cursor starts a snapshot instead."""
+    claimed = SyncJob.objects.filter(
+        pk=job.pk, mode=Mode.CHANGES, status__in=[Status.REQUESTED, Status.RUNNING]
+    ).update(status=Status.RUNNING, started_at=timezone.now(), updated_at=timezone.now())
+    job.refresh_from_db()
+    if not claimed:
+        return job
+    installation = job.installation
+    if not installation.is_active:
+        return _fail(job, f"e-shop {installation.eshop_id} is {installation.status}: not synced")
+    resource = resource_named(job.resource)
+    started = timezone.now()
+    cursor = SyncCursor.objects.filter(installation=installation, resource=resource.name).first()
+    since = cursor.changes_from if cursor is not None else None
+    if since is None:
+        if _in_flight(installation, resource.name, Mode.SNAPSHOT) is not None:
+            return _complete(job, ImportCounts(), note="a snapshot is running; changes are read after it")
+        _advance_cursor(installation, resource.name, started - CURSOR_OVERLAP)
+        return _complete(job, ImportCounts(), note="first run: changes are read from now on")
+    if since < started - (CHANGES_WINDOW - CHANGES_SAFETY):
+        snapshot = _catch_up_snapshot(installation, resource, since=since)
+        note = f"cursor older than {CHANGES_WINDOW.days} days: incremental snapshot, job {snapshot.pk}"
+        return _complete(job, ImportCounts(), note=note)
+    try:
+        counts = _apply_changes(ShoptetClient(installation), installation, resource, since, progress)
+    except (InstallationInactive, NotFound, Forbidden) as error:
+        return _fail(job, str(error))
+    _advance_cursor(installation, resource.name, started - CURSOR_OVERLAP)
+    return _complete(job, counts)
+
+
+def _catch_up_snapshot(installation: Installation, resource: Resource, *, since: datetime) -> SyncJob:
+    try:
+        snapshot = request_sync(
+            installation=installation,
+            resource=resource.name,
+            mode=Mode.SNAPSHOT,
+            cause="changes cursor older than Shoptet's window",
+            change_time_from=since,
+        )
+    except SyncRunning as running:
+        snapshot = running.job
+    return start_snapshot(job=snapshot)
+
+
+def _apply_changes(
+    client: ShoptetClient,
+    installation: Installation,
+    resource: Resource,
+    since: datetime,
+    progress: Callable[[int], None] | None,
+) -> ImportCounts:
+    counts = ImportCounts()
+    batch: list[dict[str, Any]] = []
+    for change in remote.changes(client, resource.name, since, per_page=resource.changes_per_page):
+        counts.received += 1
+        batch.append(change)
+        if len(batch) >= CHANGES_BATCH:
+            _apply_batch(client, installation, resource, batch, counts)
+            batch = []
+            if progress is not None:
+                progress(counts.received)
+    _apply_batch(client, installation, resource, batch, counts)
+    if progress is not None:
+        progress(counts.received)
+    return counts
+
+
+def _apply_batch(
+    client: ShoptetClient,
+    installation: Installation,
+    resource: Resource,
+    batch: list[dict[str, Any]],
+    counts: ImportCounts,
+) -> None:
+    """Fetch what we do not have yet: most changes already arrived by webhook and are skipped."""
+    codes = [change.get("code") for change in batch if isinstance(change.get("code"), str) and change.get("code")]
+    stored = {
+        code: (change_time, deleted_at)
+        for code, change_time, deleted_at in resource.model._default_manager.filter(
+            installation=installation, code__in=codes
+        ).values_list("code", "change_time", "deleted_at")
+    }
+    for change in batch:
+        code = change.get("code")
+        if not isinstance(code, str) or not code:
+            continue
+        changed = moment(change.get("changeTime"))
+        known = stored.get(code)
+        if change.get("changeType") == "delete":
+            if known is None or known[1] is not None:
+                counts.skipped += 1
+                continue
+        elif known is not None and known[1] is None and _covers(known[0], changed):
+            counts.skipped += 1
+            continue
+        _count(counts, refresh_document(client=client, installation=installation, resource=resource, code=code))
+
+
+def _covers(stored: datetime | None, changed: datetime | None) -> bool:
+    return stored is not None and changed is not None and stored >= changed
+
+
+# ---------------------------------------------------------------------------
+# Single documents: webhooks and changes
+# ---------------------------------------------------------------------------
+
+IMPORTED, SKIPPED, DELETED, ABSENT = "imported", "skipped", "deleted", "absent"
+
+
+def refresh_document(*, client: ShoptetClient, installation: Installation, resource: Resource, code: str) -> str:
+    """Fetch one document and store it; a 404 confirms a deletion. Returns what happened."""
+    try:
+        document = resource.fetch(client, code)
+    except NotFound:
+        return DELETED if mark_deleted(installation=installation, resource=resource, code=code) else ABSENT
+    if not document:
+        raise TransportError(f"GET /api/{resource.name}/{{code}} answered without the document")
+    return IMPORTED if upsert_document(installation=installation, resource=resource, document=document) else SKIPPED
+
+
+def upsert_document(*, installation: Installation, resource: Resource, document: dict[str, Any]) -> bool:
+    """Store one Shoptet document with its items unless ours is newer; True when it was stored."""
+    values = resource.fields(document)
+    code = values.pop("code")
+    items = items_of(document)
+    model = resource.model
+    now = timezone.now()
+    with transaction.atomic():
+        current = model._default_manager.select_for_update().filter(installation=installation, code=code).first()
+        if current is None:
+            try:
+                with transaction.atomic():
+                    current = model._default_manager.create(
+                        installation=installation, code=code, data=document, synced_at=now, **values
+                    )
+            except IntegrityError:  # created by a concurrent worker since the look above
+                current = model._default_manager.select_for_update().get(installation=installation, code=code)
+                if not _replace(current, values, document, now):
+                    return False
+        elif not _replace(current, values, document, now):
+            return False
+        item_model = resource.item_model
+        item_model._default_manager.filter(**{resource.parent_field: current}).delete()
+        item_model._default_manager.bulk_create(
+            [item_model(installation=installation, **{resource.parent_field: current}, **item) for item in items]
+        )
+    return True
+
+
+def _replace(current: Document, values: dict[str, Any], document: dict[str, Any], now: datetime) -> bool:
+    if not current.accepts(values["change_time"]):
+        return False
+    for name, value in values.items():
+        setattr(current, name, value)
+    current.data = document
+    current.deleted_at = None
+    current.synced_at = now
+    current.save()
+    return True
+
+
+def mark_deleted(*, installation: Installation, resource: Resource, code: str, at: datetime | None = None) -> bool:
+    """Mark a document deleted (Shoptet answered 404 for it); False when there was nothing to mark."""
+    marked: int = resource.model._default_manager.filter(
+        installation=installation, code=code, deleted_at__isnull=True
+    ).update(deleted_at=at or timezone.now())
+    return marked > 0
+
+
+def queue_refresh(*, installation: Installation, resource: Resource, codes: Iterable[str]) -> int:
+    """Note documents a webhook named; many events for one code make one fetch. The caller enqueues."""
+    now = timezone.now()
+    unique = sorted({code for code in codes if isinstance(code, str) and code and len(code) <= 255})
+    RefreshRequest.objects.bulk_create(
+        [
+            RefreshRequest(installation=installation, resource=resource.name, code=code, requested_at=now)
+            for code in unique
+        ],
+        update_conflicts=True,
+        unique_fields=["installation", "resource", "code"],
+        # A new event resets a running claim: the fetch in progress may have read the older state.
+        update_fields=["requested_at", "claim", "claimed_at"],
+    )
+    return len(unique)
+
+
+@dataclass
+class RefreshOutcome:
+    counts: dict[str, int] = field(default_factory=dict)
+    more: bool = False
+
+
+def refresh_pending(*, installation: Installation, resource: Resource, limit: int = REFRESH_LIMIT) -> RefreshOutcome:
+    """Fetch the documents webhooks named, each once; `more` says some were left for another run."""
+    outcome = RefreshOutcome()
+    if not installation.is_active:
+        return outcome
+    client = ShoptetClient(installation)
+    processed = 0
+    while processed < limit:
+        claim = uuid.uuid4().hex
+        requests = _claim_refreshes(installation, resource, claim, min(REFRESH_BATCH, limit - processed))
+        if not requests:
+            return outcome
+        done = 0
+        try:
+            for request in requests:
+                result = refresh_document(
+                    client=client, installation=installation, resource=resource, code=request.code
+                )
+                outcome.counts[result] = outcome.counts.get(result, 0) + 1
+                RefreshRequest.objects.filter(pk=request.pk, claim=claim).delete()
+                done += 1
+        finally:
+            # Whatever was not fetched is free for the retry at once, not only when the claim expires.
+            left = [request.pk for request in requests[done:]]
+            if left:
+                RefreshRequest.objects.filter(pk__in=left, claim=claim).update(claim="", claimed_at=None)
+        processed += done
+    outcome.more = RefreshRequest.objects.filter(installation=installation, resource=resource.name).exists()
+    return outcome
+
+
+def _claim_refreshes(installation: Installation, resource: Resource, claim: str, size: int) -> list[RefreshRequest]:
+    now = timezone.now()
+    with transaction.atomic():
+        pks = list(
+            RefreshRequest.objects.select_for_update(skip_locked=True)
+            .filter(installation=installation, resource=resource.name)
+            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - REFRESH_CLAIM_TTL))
+            .order_by("requested_at", "pk")
+            .values_list("pk", flat=True)[:size]
+        )
+        RefreshRequest.objects.filter(pk__in=pks).update(claim=claim, claimed_at=now)
+    return list(RefreshRequest.objects.filter(pk__in=pks, claim=claim).order_by("requested_at", "pk"))
+
+
+# ---------------------------------------------------------------------------
+# Relay: work whose task was lost, jobs whose job:finished did not come
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Relay:
+    polls: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    changes: list[int] = field(default_factory=list)
+    imports: list[int] = field(default_factory=list)
+    refreshes: list[tuple[int, str]] = field(default_factory=list)
+
+
+@transaction.atomic
+def claim_due_work(*, now: datetime | None = None) -> Relay:
+    """Jobs to poll, and work enqueued long ago that never ran (broker flushed): claim it to enqueue again."""
+    now = now or timezone.now()
+    relay = Relay()
+    jobs = SyncJob.objects.select_for_update(skip_locked=True)
+    due = jobs.filter(status=Status.RUNNING, mode=Mode.SNAPSHOT, next_poll_at__lte=now)
+    relay.polls = list(due.values_list("pk", flat=True))
+    # Provisional: the poll sets the real next time; this keeps a lost poll from being sent every minute.
+    SyncJob.objects.filter(pk__in=relay.polls).update(next_poll_at=now + STALE_REQUEST)
+    stale_requests = jobs.filter(status=Status.REQUESTED).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - STALE_REQUEST)
+    )
+    stale_runs = jobs.filter(
+        Q(status=Status.IMPORTING) | Q(status=Status.RUNNING, mode=Mode.CHANGES), updated_at__lt=now - STALE_RUN
+    )
+    for pk, mode, status in list(stale_requests.values_list("pk", "mode", "status")) + list(
+        stale_runs.values_list("pk", "mode", "status")
+    ):
+        if status == Status.IMPORTING:
+            relay.imports.append(pk)
+        elif mode == Mode.CHANGES:
+            relay.changes.append(pk)
+        else:
+            relay.starts.append(pk)
+    SyncJob.objects.filter(pk__in=relay.starts + relay.changes + relay.imports).update(enqueued_at=now, updated_at=now)
+    # A suspended e-shop's refreshes wait for addon:approve, which reads /changes anyway.
+    stale_refreshes = RefreshRequest.objects.filter(installation__status=Installation.Status.ACTIVE).filter(
+        Q(claimed_at__isnull=True, requested_at__lt=now - REFRESH_STALE) | Q(claimed_at__lt=now - REFRESH_CLAIM_TTL)
+    )
+    relay.refreshes = sorted(set(stale_refreshes.values_list("installation_id", "resource")))
+    stale_refreshes.update(requested_at=now, claim="", claimed_at=None)
+    return relay
+
+
+def prune_jobs(*, now: datetime | None = None) -> int:
+    """Forget finished `/changes` runs after a while; snapshots stay as the history of imports."""
+    cutoff = (now or timezone.now()) - FINISHED_JOBS_KEPT
+    deleted, _ = SyncJob.objects.filter(
+        mode=Mode.CHANGES, status__in=[Status.COMPLETED, Status.FAILED], finished_at__lt=cutoff
+    ).delete()
+    return deleted
+
+
+# ---------------------------------------------------------------------------
+# Job bookkeeping
+# ---------------------------------------------------------------------------
+
+
+def fail_job(*, job: SyncJob, error: str) -> SyncJob:
+    """Give up on a job (retries exhausted, time limit): it stays failed until somebody retries it."""
+    return _fail(job, error)
+
+
+def _fail(job: SyncJob, error: str) -> SyncJob:
+    now = timezone.now()
+    SyncJob.objects.filter(pk=job.pk).exclude(status__in=[Status.COMPLETED, Status.FAILED]).update(
+        status=Status.FAILED, error=error[:2000], finished_at=now, next_poll_at=None, updated_at=now
+    )
+    job.refresh_from_db()
+    logger.warning("sync job failed job=%s eshop_id=%s error=%s", job.pk, job.installation.eshop_id, error)
+    return job
+
+
+def _complete(job: SyncJob, counts: ImportCounts, *, note: str = "") -> SyncJob:
+    _store_counts(job, counts)
+    job.status = Status.COMPLETED
+    job.note = note[:255]
+    job.error = ""
+    job.finished_at = timezone.now()
+    job.save()
+    logger.info(
+        "sync job completed job=%s eshop_id=%s mode=%s resource=%s received=%s imported=%s deleted=%s note=%s",
+        job.pk,
+        job.installation.eshop_id,
+        job.mode,
+        job.resource,
+        job.received,
+        job.imported,
+        job.deleted,
+        note,
+    )
+    return job
+
+
+def _store_counts(job: SyncJob, counts: ImportCounts) -> None:
+    job.received = counts.received
+    job.imported = counts.imported
+    job.skipped = counts.skipped
+    job.deleted = counts.deleted
+
+
+def _count(counts: ImportCounts, result: str) -> None:
+    if result == IMPORTED:
+        counts.imported += 1
+    elif result == DELETED:
+        counts.deleted += 1
+    else:
+        counts.skipped += 1
+
+
+def _advance_cursor(installation: Installation, resource: str, moment_: datetime) -> None:
+    with transaction.atomic():
+        cursor, _ = SyncCursor.objects.select_for_update().get_or_create(installation=installation, resource=resource)
+        if cursor.changes_from is None or moment_ > cursor.changes_from:
+            cursor.changes_from = moment_
+            cursor.save()
+
+
+def _hours(duration: timedelta) -> int:
+    return int(duration.total_seconds() // 3600)

@@ -1,0 +1,124 @@
+"""Celery tasks for order and invoice sync: an id in, one service call; transient Shoptet errors retried.
+
+Queues are set in CELERY_TASK_ROUTES: imports run on `imports`, on their own workers, so a big snapshot
+never delays webhooks; everything that calls Shoptet runs on `shoptet`.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
+from django.db import transaction
+
+from installations.models import Installation
+from shoptet_api.errors import TRANSIENT_ERRORS
+from sync import services
+from sync.documents import resource_named
+from sync.models import SyncJob
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 6
+
+
+def backoff_seconds(retries: int) -> float:
+    """Exponential backoff with full jitter: up to 5 s, 10 s, 20 s … at most 10 minutes."""
+    return float(get_exponential_backoff_interval(factor=5, retries=retries, maximum=600, full_jitter=True))
+
+
+def enqueue(job: SyncJob) -> None:
+    """Send a job to the task that moves it on, once the current transaction commits."""
+    if job.status == SyncJob.Status.REQUESTED:
+        task = start_snapshot if job.mode == SyncJob.Mode.SNAPSHOT else sync_changes
+    elif job.status in (SyncJob.Status.RUNNING, SyncJob.Status.IMPORTING) and job.mode == SyncJob.Mode.SNAPSHOT:
+        task = import_snapshot
+    elif job.status == SyncJob.Status.RUNNING:
+        task = sync_changes
+    else:
+        return
+    transaction.on_commit(partial(task.delay, job.pk))
+
+
+def enqueue_refresh(installation: Installation, resource: str) -> None:
+    transaction.on_commit(partial(refresh_documents.delay, installation.pk, resource))
+
+
+def _retry_or_fail(task: Task, job_id: int, error: Exception) -> None:
+    """Retry a transient failure with backoff; after the last retry the job fails with the error."""
+    if task.request.retries >= MAX_RETRIES:
+        services.fail_job(job=SyncJob.objects.get(pk=job_id), error=f"gave up after {MAX_RETRIES} retries: {error}")
+        return
+    raise task.retry(exc=error, countdown=backoff_seconds(task.request.retries))
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def start_snapshot(self: Task, job_id: int) -> None:
+    try:
+        services.start_snapshot(job=SyncJob.objects.get(pk=job_id))
+    except TRANSIENT_ERRORS as error:
+        _retry_or_fail(self, job_id, error)
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def poll_snapshot(self: Task, job_id: int) -> None:
+    try:
+        finished = services.poll_snapshot(job=SyncJob.objects.get(pk=job_id))
+    except TRANSIENT_ERRORS as error:
+        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+    if finished:
+        import_snapshot.delay(job_id)
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def import_snapshot(self: Task, job_id: int) -> None:
+    try:
+        services.import_snapshot(job=SyncJob.objects.get(pk=job_id))
+    except TRANSIENT_ERRORS as error:
+        _retry_or_fail(self, job_id, error)
+    except SoftTimeLimitExceeded:
+        services.fail_job(job=SyncJob.objects.get(pk=job_id), error="the import exceeded the task time limit")
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def sync_changes(self: Task, job_id: int) -> None:
+    try:
+        services.sync_changes(job=SyncJob.objects.get(pk=job_id))
+    except TRANSIENT_ERRORS as error:
+        _retry_or_fail(self, job_id, error)
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def refresh_documents(self: Task, installation_id: int, resource: str) -> None:
+    installation = Installation.objects.get(pk=installation_id)
+    try:
+        outcome = services.refresh_pending(installation=installation, resource=resource_named(resource))
+    except TRANSIENT_ERRORS as error:
+        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+    if outcome.more:
+        refresh_documents.delay(installation_id, resource)
+
+
+@shared_task
+def relay_sync_work() -> None:
+    relay = services.claim_due_work()
+    for job_id in relay.polls:
+        poll_snapshot.delay(job_id)
+    for job_id in relay.starts:
+        start_snapshot.delay(job_id)
+    for job_id in relay.changes:
+        sync_changes.delay(job_id)
+    for job_id in relay.imports:
+        import_snapshot.delay(job_id)
+    for installation_id, resource in relay.refreshes:
+        refresh_documents.delay(installation_id, resource)
+
+
+@shared_task
+def sync_changes_everywhere() -> None:
+    for job in services.request_changes_everywhere():
+        sync_changes.delay(job.pk)
+    services.prune_jobs()

@@ -1,0 +1,58 @@
+"""REST API v1: the webhook delivery log (INTERFACE.md)."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import NotFound
+
+from installations.models import Installation
+from webhooks.models import WebhookDelivery
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id",
+            "eshop_id",
+            "event",
+            "event_instance",
+            "event_created",
+            "received_at",
+            "signature_valid",
+            "status",
+            "attempts",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class WebhookDeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """`?eshop_id=&event=&status=`, newest first."""
+
+    serializer_class = WebhookDeliverySerializer
+
+    def get_queryset(self) -> QuerySet[WebhookDelivery]:
+        params = self.request.query_params
+        queryset = WebhookDelivery.objects.all()
+        eshop_id = params.get("eshop_id")
+        if eshop_id:
+            if not (eshop_id.isascii() and eshop_id.isdigit() and len(eshop_id) <= 18):
+                raise serializers.ValidationError({"eshop_id": "must be a numeric e-shop id"})
+            if not Installation.objects.filter(eshop_id=int(eshop_id)).exists():
+                raise NotFound("No installation with this eshop_id.")
+            queryset = queryset.filter(eshop_id=int(eshop_id))
+        event = params.get("event")
+        if event:
+            if len(event) > 64 or "\x00" in event:
+                raise serializers.ValidationError({"event": "must be an event name"})
+            queryset = queryset.filter(event=event)
+        status = params.get("status")
+        if status:
+            if status not in WebhookDelivery.Status.values:
+                raise serializers.ValidationError(
+                    {"status": f"must be one of {', '.join(WebhookDelivery.Status.values)}"}
+                )
+            queryset = queryset.filter(status=status)
+        return queryset.order_by("-received_at", "-id")

@@ -1,0 +1,124 @@
+"""Event → handler registry. Addon code adds a handler in one line:
+
+    @handles("order:create", "order:update")
+    def notify_warehouse(event: WebhookEvent) -> None: ...
+
+Handlers live in `<app>/webhook_handlers.py` (imported on start by WebhooksConfig.ready). Every handler whose
+pattern matches runs, in registration order; built-in fallbacks run only for events nobody else handles.
+A handler may raise one of shoptet_api.errors.TRANSIENT_ERRORS to have the delivery retried later; any other
+exception fails the delivery with its text. A handler must be safe to run twice (a retry runs every handler
+of the event again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from installations.models import Installation
+from webhooks.events import KNOWN_EVENTS
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    installation: Installation
+    event: str  # e.g. "order:update"
+    instance: str  # eventInstance as sent, as a string
+    codes: tuple[str, ...]  # entity codes: (instance,) for single events; the expanded JSON list for mass events
+    created: datetime  # eventCreated (aware); the newest one when a burst was coalesced
+    delivery_ids: tuple[int, ...]  # the deliveries this call covers (several when a burst was coalesced)
+
+
+Handler = Callable[[WebhookEvent], None]
+
+
+@dataclass(frozen=True)
+class Registration:
+    pattern: str
+    handler: Handler
+    fallback: bool = False
+    first: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.handler.__module__}.{self.handler.__qualname__}"
+
+    def matches(self, event: str) -> bool:
+        if self.pattern.endswith(":*"):
+            return event.startswith(self.pattern[:-1])
+        return event == self.pattern
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.registrations: list[Registration] = []
+
+    def add(self, pattern: str, handler: Handler, *, fallback: bool = False, first: bool = False) -> None:
+        """Register `handler` for `pattern`; registering the same function again replaces it (module reloads)."""
+        check_pattern(pattern)
+        registration = Registration(pattern, handler, fallback=fallback, first=first)
+        self.registrations = [
+            existing
+            for existing in self.registrations
+            if not (existing.pattern == pattern and existing.name == registration.name)
+        ]
+        self.registrations.append(registration)
+
+    def handlers_for(self, event: str) -> list[Handler]:
+        """Every handler for `event`: built-in first ones, then the others; fallbacks only when none of those."""
+        matching = [registration for registration in self.registrations if registration.matches(event)]
+        regular = [r for r in matching if not r.fallback]
+        chosen = [r for r in regular if r.first] + [r for r in regular if not r.first]
+        if not chosen:
+            chosen = [r for r in matching if r.fallback]
+        return list(dict.fromkeys(r.handler for r in chosen))
+
+
+registry = Registry()
+
+
+def check_pattern(pattern: str) -> None:
+    """Refuse typos: an exact name Shoptet documents, or `<resource>:*` for a resource that has events."""
+    if pattern.endswith(":*"):
+        if not any(event.startswith(pattern[:-1]) for event in KNOWN_EVENTS):
+            raise ValueError(f"no Shoptet event matches {pattern!r}")
+    elif pattern not in KNOWN_EVENTS:
+        raise ValueError(f"{pattern!r} is not a Shoptet event (exact names, or patterns like 'order:*')")
+
+
+def handles(*events: str) -> Callable[[Handler], Handler]:
+    """Decorator: run the function for each of `events` (exact names or `order:*`-style patterns)."""
+    if not events:
+        raise ValueError("handles() needs at least one event")
+    for pattern in events:
+        check_pattern(pattern)
+
+    def register(handler: Handler) -> Handler:
+        for pattern in events:
+            registry.add(pattern, handler)
+        return handler
+
+    return register
+
+
+def fallback(*events: str) -> Callable[[Handler], Handler]:
+    """Built-in handlers that apply only to events no other handler is registered for."""
+
+    def register(handler: Handler) -> Handler:
+        for pattern in events:
+            registry.add(pattern, handler, fallback=True)
+        return handler
+
+    return register
+
+
+def handles_first(*events: str) -> Callable[[Handler], Handler]:
+    """Built-in handlers that must run before the others (life cycle before an addon's catch-up)."""
+
+    def register(handler: Handler) -> Handler:
+        for pattern in events:
+            registry.add(pattern, handler, first=True)
+        return handler
+
+    return register

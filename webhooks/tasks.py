@@ -1,0 +1,68 @@
+"""Celery tasks for webhooks: an id in, one service call.
+
+Processing retries are scheduled in the delivery row (`next_attempt_at`) and picked up by the relay rather
+than held as countdown messages in the broker: they survive a broker flush, and a long countdown on Redis
+would outlive the visibility timeout and run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from kombu.exceptions import OperationalError
+
+from installations.models import Installation
+from shoptet_api.errors import TRANSIENT_ERRORS
+from webhooks import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(queue="shoptet")
+def process_delivery(delivery_id: int) -> None:
+    services.process_delivery(delivery_id=delivery_id)
+
+
+@shared_task(queue="default")
+def relay_deliveries() -> None:
+    """Enqueue what the endpoint stored; the endpoint itself never talks to the broker."""
+    for _ in range(services.RELAY_BATCHES):
+        leaders = services.claim_due_deliveries()
+        for index, delivery_id in enumerate(leaders):
+            try:
+                process_delivery.delay(delivery_id)
+            except OperationalError:
+                services.release_deliveries(delivery_ids=leaders[index:])
+                raise
+        if len(leaders) < services.RELAY_BATCH:
+            return
+
+
+@shared_task(queue="default")
+def watch_registrations() -> None:
+    for installation_id in services.installations_to_watch():
+        reconcile_webhooks.delay(installation_id)
+
+
+@shared_task(queue="default")
+def watch_notifications() -> None:
+    for installation_id in services.installations_to_watch():
+        recover_notifications.delay(installation_id)
+
+
+@shared_task(queue="shoptet", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)
+def reconcile_webhooks(installation_id: int) -> None:
+    services.reconcile_webhooks(installation=Installation.objects.get(pk=installation_id))
+
+
+@shared_task(queue="shoptet", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)
+def recover_notifications(installation_id: int) -> None:
+    services.recover_notifications(installation=Installation.objects.get(pk=installation_id))
+
+
+@shared_task(queue="default")
+def purge_payloads() -> None:
+    purged = services.purge_payloads(older_than=settings.WEBHOOK_PAYLOAD_RETENTION)
+    logger.info("webhook payloads purged count=%s", purged)
