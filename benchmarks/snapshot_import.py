@@ -39,6 +39,8 @@ TEMPLATES = 400
 ESHOP_ID = 9_100_001
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 RSS_LIMIT_MB = 100
+# Each figure is the best of this many runs: the machine may be busy with other work.
+REPEAT = 2
 COPY_CHUNK = 1024 * 1024
 
 
@@ -107,6 +109,7 @@ def child_import(path: str) -> dict[str, Any]:
     from sync.remote import ResultLines
 
     installation = Installation.objects.get(eshop_id=ESHOP_ID)
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     with open(path, "rb") as raw:
         lines = ResultLines(raw)
@@ -123,6 +126,7 @@ def child_import(path: str) -> dict[str, Any]:
         "items": items,
         "json_bytes": lines.decompressed_bytes,
         "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "baseline_kb": baseline_kb,
     }
 
 
@@ -189,12 +193,23 @@ def run_child(*args: str) -> dict[str, Any]:
 
 
 def empty_tables() -> None:
-    from django.db import connection
+    """Every run starts alike: empty tables, fresh statistics, and no checkpoint pending from the last run."""
+    from django.db import DatabaseError, connection
 
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE sync_orderitem, sync_order RESTART IDENTITY")
         cursor.execute("VACUUM ANALYZE sync_order")
         cursor.execute("VACUUM ANALYZE sync_orderitem")
+        try:
+            cursor.execute("CHECKPOINT")
+        except DatabaseError:  # needs superuser or pg_checkpoint; the throwaway server of `make bench` has it
+            pass
+
+
+def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest run (other processes on the machine only ever slow a run down), with the highest peak RSS."""
+    fastest = min(runs, key=lambda run: run["seconds"])
+    return {**fastest, "rss_kb": max(run["rss_kb"] for run in runs)}
 
 
 # ---------------------------------------------------------------------------
@@ -222,13 +237,16 @@ def main(sizes: tuple[int, ...] = SIZES) -> int:
             fresh_file, update_file = directory / f"fresh-{size}.json.gz", directory / f"update-{size}.json.gz"
             items, json_bytes = write_file(fresh_file, size, shapes, updated=False)
             write_file(update_file, size, shapes, updated=True)
-            empty_tables()
-            fresh = run_child("import", str(fresh_file))
-            update = run_child("import", str(update_file))
+            fresh_runs, update_runs, copy_runs = [], [], []
             orders_copy, items_copy = directory / "orders.copy", directory / "items.copy"
             render_copy_files(fresh_file, orders_copy, items_copy, installation.pk)
-            empty_tables()
-            ceiling = run_child("copy", str(orders_copy), str(items_copy))
+            for _ in range(REPEAT):
+                empty_tables()
+                copy_runs.append(run_child("copy", str(orders_copy), str(items_copy)))
+                empty_tables()
+                fresh_runs.append(run_child("import", str(fresh_file)))
+                update_runs.append(run_child("import", str(update_file)))
+            fresh, update, ceiling = best(fresh_runs), best(update_runs), best(copy_runs)
             empty_tables()
             for path in (fresh_file, update_file, orders_copy, items_copy):
                 path.unlink()
@@ -253,9 +271,12 @@ def report(results: list[tuple[int, int, int, dict[str, Any], dict[str, Any], di
             )
     print()
     print(
-        "fresh/update: stream gzip → parse → COPY into staging → merge with INSERT … ON CONFLICT, one transaction;"
-        " COPY: pre-rendered rows straight into the tables (the ceiling)."
+        f"Best of {REPEAT} runs each. fresh/update: stream gzip → parse → COPY into staging → merge with"
+        " INSERT … ON CONFLICT, one transaction (update: every order changed). COPY: the same rows, pre-rendered,"
+        " straight into the emptied tables (the ceiling)."
     )
+    baseline = max(fresh["baseline_kb"] for _, _, _, fresh, _, _ in results) / 1024
+    print(f"Peak RSS is the whole process: Django and every app loaded take {baseline:.0f} MB before the import.")
 
 
 def passes(results: list[tuple[int, int, int, dict[str, Any], dict[str, Any], dict[str, Any]]]) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from installations.api import InstallationViewSet
@@ -18,6 +20,14 @@ ESHOP = "installations/<int:eshop_id>"
 
 urlpatterns = [
     *router.urls,
+    # The OpenAPI schema (staff: a token, or the admin's session) and Swagger UI for a browser signed in to the
+    # admin; its scripts come from our static files (drf-spectacular-sidecar).
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path(
+        "schema/ui/",
+        staff_member_required(SpectacularSwaggerView.as_view(url_name="api-schema")),
+        name="api-schema-ui",
+    ),
     path(f"{ESHOP}/orders/", OrderViewSet.as_view({"get": "list"}), name="order-list"),
     path(f"{ESHOP}/orders/<path:code>/", OrderViewSet.as_view({"get": "retrieve"}), name="order-detail"),
     path(f"{ESHOP}/invoices/", InvoiceViewSet.as_view({"get": "list"}), name="invoice-list"),

@@ -32,11 +32,20 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 @contextmanager
 def bound_eshop(eshop_id: int | None) -> Iterator[None]:
     """Every record logged inside the block carries `eshop_id`."""
-    token = _eshop_id.set(eshop_id)
+    token = bind(eshop_id)
     try:
         yield
     finally:
-        _eshop_id.reset(token)
+        unbind(token)
+
+
+def bind(eshop_id: int | None) -> contextvars.Token[int | None]:
+    """`bound_eshop` for code that cannot wrap a block (Celery's task_prerun and task_postrun signals)."""
+    return _eshop_id.set(eshop_id)
+
+
+def unbind(token: contextvars.Token[int | None]) -> None:
+    _eshop_id.reset(token)
 
 
 def mask_credentials(text: str) -> str:

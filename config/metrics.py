@@ -1,9 +1,10 @@
-"""Prometheus metrics at /metrics.
+"""Prometheus metrics at /metrics, and the figures behind the admin dashboard's slowest API calls.
 
-Counters (Shoptet API calls, tokens minted, 429s) are incremented by every web and worker process, so
-with Redis they live there (one hash per counter) and every process adds to the same numbers; in
-embedded mode they are kept per process. What the database already knows (deliveries, installations,
-job durations) and the queue lengths are read when Prometheus scrapes.
+Counters (Shoptet API calls and their durations, tokens minted, 429s) are incremented by every web and
+worker process, so with Redis they live there (one hash per counter) and every process adds to the same
+numbers; in embedded mode they are kept per process. The slowest single calls of each day are kept the
+same way (a sorted set per day). What the database already knows (deliveries, installations, job
+durations) and the queue lengths are read when Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Sum
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 logger = logging.getLogger(__name__)
@@ -32,10 +35,27 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "shoptet_api_rate_limited": ("429 answers from Shoptet by endpoint", ("method", "endpoint")),
     "shoptet_api_tokens_minted": ("API access tokens minted at the partner OAuth server", ()),
 }
+# Shoptet API call durations: a Prometheus summary (sum and count) per method and endpoint.
+DURATION = "shoptet_api_request_duration_seconds"
+DURATION_LABELS = ("method", "endpoint")
 QUEUES = ("default", "shoptet", "imports")
+# The slowest calls of each UTC day kept for the dashboard; a day's set expires after two days.
+SLOWEST_KEPT = 20
+SLOWEST_TTL = timedelta(days=2)
 
-_local_counts: Counter[tuple[str, str]] = Counter()
+_local_counts: defaultdict[tuple[str, str], float] = defaultdict(float)
+_local_slowest: list[tuple[float, str]] = []
 _local_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class SlowCall:
+    at: datetime
+    eshop_id: int
+    method: str
+    endpoint: str
+    status: int
+    seconds: float
 
 
 @cache
@@ -51,9 +71,13 @@ def _hash_key(name: str) -> str:
     return f"platform:metrics:{name}"
 
 
+def _field(labels: dict[str, str | int]) -> str:
+    return json.dumps({key: str(value) for key, value in sorted(labels.items())})
+
+
 def increment(name: str, **labels: str | int) -> None:
     """Add one to a counter; a metrics store that is down never breaks the call being counted."""
-    field = json.dumps({key: str(value) for key, value in sorted(labels.items())})
+    field = _field(labels)
     if not settings.REDIS_URL:
         with _local_lock:
             _local_counts[(name, field)] += 1
@@ -62,6 +86,105 @@ def increment(name: str, **labels: str | int) -> None:
         _redis().hincrby(_hash_key(name), field, 1)
     except redis.RedisError as error:
         logger.warning("metrics store unavailable: %s", type(error).__name__)
+
+
+def observe_api_call(*, eshop_id: int, method: str, endpoint: str, status: int, seconds: float) -> None:
+    """Count one Shoptet API call and its duration, and keep it if it is among the day's slowest.
+
+    `endpoint` is the path template (`/api/orders/{id}`): codes never become labels.
+    """
+    request = _field({"method": method, "endpoint": endpoint, "status": status})
+    duration = _field({"method": method, "endpoint": endpoint})
+    moment = datetime.now(UTC)
+    call = json.dumps(
+        {
+            "at": moment.isoformat(),
+            "eshop_id": eshop_id,
+            "method": method,
+            "endpoint": endpoint,
+            "status": status,
+            "seconds": round(seconds, 4),
+        }
+    )
+    if not settings.REDIS_URL:
+        with _local_lock:
+            _local_counts[("shoptet_api_requests", request)] += 1
+            if status == 429:
+                _local_counts[("shoptet_api_rate_limited", duration)] += 1
+            _local_counts[(f"{DURATION}_sum", duration)] += seconds
+            _local_counts[(f"{DURATION}_count", duration)] += 1
+            _local_slowest.append((seconds, call))
+            _local_slowest.sort(reverse=True)
+            del _local_slowest[SLOWEST_KEPT * 2 :]
+        return
+    day_key = _slowest_key(moment)
+    try:
+        # One round trip for everything a call records.
+        pipeline = _redis().pipeline(transaction=False)
+        pipeline.hincrby(_hash_key("shoptet_api_requests"), request, 1)
+        if status == 429:
+            pipeline.hincrby(_hash_key("shoptet_api_rate_limited"), duration, 1)
+        pipeline.hincrbyfloat(_hash_key(f"{DURATION}_sum"), duration, seconds)
+        pipeline.hincrby(_hash_key(f"{DURATION}_count"), duration, 1)
+        pipeline.zadd(day_key, {call: seconds})
+        pipeline.zremrangebyrank(day_key, 0, -(SLOWEST_KEPT + 1))
+        pipeline.expire(day_key, SLOWEST_TTL)
+        pipeline.execute()
+    except redis.RedisError as error:
+        logger.warning("metrics store unavailable: %s", type(error).__name__)
+
+
+def _slowest_key(moment: datetime) -> str:
+    return _hash_key(f"slowest_api_calls:{moment:%Y-%m-%d}")
+
+
+def slowest_api_calls(*, limit: int = 10, within: timedelta = timedelta(hours=24)) -> list[SlowCall]:
+    """The slowest single Shoptet API calls of the last `within`, slowest first."""
+    now = datetime.now(UTC)
+    if settings.REDIS_URL:
+        client = _redis()
+        raw: list[bytes] = []
+        for day in (now, now - timedelta(days=1)):
+            raw.extend(client.zrange(_slowest_key(day), 0, -1))  # type: ignore[arg-type]
+        members = [member.decode() for member in raw]
+    else:
+        with _local_lock:
+            members = [member for _, member in _local_slowest]
+    calls = []
+    for member in members:
+        data = json.loads(member)
+        call = SlowCall(
+            at=datetime.fromisoformat(data["at"]),
+            eshop_id=int(data["eshop_id"]),
+            method=str(data["method"]),
+            endpoint=str(data["endpoint"]),
+            status=int(data["status"]),
+            seconds=float(data["seconds"]),
+        )
+        if call.at >= now - within:
+            calls.append(call)
+    return sorted(calls, key=lambda call: call.seconds, reverse=True)[:limit]
+
+
+@dataclass(frozen=True)
+class EndpointTiming:
+    method: str
+    endpoint: str
+    calls: int
+    average_seconds: float
+
+
+def endpoint_timings(*, limit: int = 10) -> list[EndpointTiming]:
+    """Shoptet endpoints by their average duration since the counters began, slowest first."""
+    sums, counts = _counter_values(f"{DURATION}_sum"), _counter_values(f"{DURATION}_count")
+    timings = []
+    for field, count in counts.items():
+        if count:
+            labels = json.loads(field)
+            timings.append(
+                EndpointTiming(labels["method"], labels["endpoint"], int(count), sums.get(field, 0.0) / count)
+            )
+    return sorted(timings, key=lambda timing: timing.average_seconds, reverse=True)[:limit]
 
 
 def _counter_values(name: str) -> dict[str, float]:
@@ -77,6 +200,7 @@ class PlatformCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
+        yield self._durations()
         yield self._installations()
         yield self._deliveries()
         yield from self._job_durations()
@@ -89,6 +213,14 @@ class PlatformCollector:
                 labels = json.loads(field)
                 family.add_metric([labels.get(label, "") for label in label_names], value)
             yield family
+
+    def _durations(self) -> Metric:
+        family = SummaryMetricFamily(DURATION, "Seconds Shoptet API calls took", labels=DURATION_LABELS)
+        sums = _counter_values(f"{DURATION}_sum")
+        for field, count in _counter_values(f"{DURATION}_count").items():
+            labels = json.loads(field)
+            family.add_metric([labels.get(label, "") for label in DURATION_LABELS], count, sums.get(field, 0.0))
+        return family
 
     def _installations(self) -> Metric:
         from installations.models import Installation

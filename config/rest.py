@@ -1,12 +1,16 @@
-"""REST API conventions shared by every endpoint: pagination and one error body."""
+"""REST API conventions shared by every endpoint: pagination and one error body (described in config.openapi)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, pagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+API_PREFIX = "/api/"
 
 
 class Pagination(pagination.PageNumberPagination):
@@ -49,3 +53,23 @@ def _first_message(data: Any) -> str:
     if isinstance(data, str):
         return data
     return ""
+
+
+# ---------------------------------------------------------------------------
+# Errors outside DRF's views: a path under /api/ that matches no route, a crash
+# ---------------------------------------------------------------------------
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """config.urls.handler404: the API's error body under /api/, Django's page elsewhere."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"error": "not_found", "message": "No such API endpoint.", "details": None}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """config.urls.handler500; never a detail of the crash, which is in the log."""
+    if request.path.startswith(API_PREFIX):
+        body = {"error": "server_error", "message": "The server failed; the error is logged.", "details": None}
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)

@@ -139,7 +139,8 @@ SHOPTET_TOKEN_CONCURRENCY = 3
 # Applications
 # ---------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with the platform's site: the dashboard at its index, the audit log (config/admin.py).
+    "config.apps.PlatformAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -147,6 +148,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    # Swagger UI's files served from our own static files: production machines reach no CDN.
+    "drf_spectacular_sidecar",
     "axes",
     "installations",
     "shoptet_api",
@@ -271,8 +275,20 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # PostgreSQL connection per task made webhook processing three times slower. A reused connection is
 # closed after this many tasks, so one broken by a database restart is gone soon after.
 CELERY_DB_REUSE_MAX = 100
+# Every task's queue is named here (Celery deprecates the per-task `queue` attribute). Three queues:
+# `imports` for long snapshot imports, on their own workers, so that one e-shop's big import never delays
+# another e-shop's webhooks; `shoptet` for everything that calls Shoptet; `default` for relays and
+# housekeeping. docker-compose.yml runs one worker per kind; the README's "Operations" section explains it.
 CELERY_TASK_ROUTES = {
-    # Snapshot imports run long: their own queue and workers, so they never delay webhooks.
+    "installations.tasks.onboard": {"queue": "shoptet"},
+    "installations.tasks.relay_pending_onboarding": {"queue": "default"},
+    "webhooks.tasks.process_delivery": {"queue": "shoptet"},
+    "webhooks.tasks.reconcile_webhooks": {"queue": "shoptet"},
+    "webhooks.tasks.recover_notifications": {"queue": "shoptet"},
+    "webhooks.tasks.relay_deliveries": {"queue": "default"},
+    "webhooks.tasks.watch_registrations": {"queue": "default"},
+    "webhooks.tasks.watch_notifications": {"queue": "default"},
+    "webhooks.tasks.purge_payloads": {"queue": "default"},
     "sync.tasks.import_snapshot": {"queue": "imports"},
     "sync.tasks.start_snapshot": {"queue": "shoptet"},
     "sync.tasks.poll_snapshot": {"queue": "shoptet"},
@@ -322,13 +338,44 @@ CELERY_BEAT_SCHEDULE = {
 # ---------------------------------------------------------------------------
 # REST API
 # ---------------------------------------------------------------------------
+# Only dotted paths here: DRF reads this dict once, at its first import, so settings never import it.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_PAGINATION_CLASS": "config.rest.Pagination",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.rest.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Per staff user, counted in the shared cache: generous for scripts, a stop for a runaway loop.
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": "1200/minute"},
+}
+# The OpenAPI schema at /api/v1/schema/ and its Swagger UI at /api/v1/schema/ui/, for staff only.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Shoptet addon platform API",
+    "DESCRIPTION": (
+        "REST API v1 for partner staff. Authenticate with `Authorization: Token <key>` "
+        "(`python manage.py drf_create_token <username>`, a staff user). Every error answers "
+        '`{"error": <code>, "message": <text>, "details": <field errors or null>}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    # Token for tools, the admin's session for a browser opening the UI.
+    "SERVE_AUTHENTICATION": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "InstallationStatusEnum": "installations.models.Installation.Status",
+        "DeliveryStatusEnum": "webhooks.models.WebhookDelivery.Status",
+        "JobStatusEnum": "sync.models.SyncJob.Status",
+    },
 }
 
 # ---------------------------------------------------------------------------

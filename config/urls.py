@@ -24,3 +24,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api_urls")),
 ]
+
+handler404 = "config.rest.page_not_found"
+handler500 = "config.rest.server_error"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 
+from config.openapi import ESHOP_ID
 from installations.models import Installation
 from webhooks.models import WebhookRegistration
 
@@ -31,6 +33,16 @@ class InstallationSerializer(serializers.ModelSerializer):
         return [registration.event for registration in installation.webhook_registrations.all()]
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="Installations",
+        parameters=[
+            OpenApiParameter("status", str, enum=Installation.Status.values, description="Only installations in it.")
+        ],
+    ),
+    retrieve=extend_schema(summary="One installation", parameters=[ESHOP_ID]),
+)
+@extend_schema(tags=["installations"])
 class InstallationViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = InstallationSerializer
     lookup_field = "eshop_id"

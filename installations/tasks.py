@@ -29,7 +29,7 @@ def backoff_seconds(retries: int, *, base: float = 5.0, cap: float = 600.0) -> f
     return random.uniform(0, min(cap, base * 2**retries))  # noqa: S311 - jitter
 
 
-@shared_task(bind=True, max_retries=ONBOARDING_MAX_RETRIES, queue="shoptet")
+@shared_task(bind=True, max_retries=ONBOARDING_MAX_RETRIES)
 def onboard(self: Task, installation_id: int) -> None:
     installation = Installation.objects.get(pk=installation_id)
     try:
@@ -54,7 +54,7 @@ def start_initial_import(installation: Installation) -> None:
             sync_tasks.enqueue(job)
 
 
-@shared_task(queue="default")
+@shared_task
 def relay_pending_onboarding() -> None:
     for installation_id in services.claim_pending_onboarding(stale_after=ONBOARDING_STALE_AFTER):
         onboard.delay(installation_id)

@@ -156,7 +156,10 @@ class ShoptetClient:
             params = {**(params or {}), "language": self.language}
         started = time.monotonic()
         with request_slot(self.installation):
+            sent = time.monotonic()
             response = self._http(method, path, params=params, json=json, headers=headers)
+            # Shoptet's own time, without the wait for a request slot.
+            exchange_seconds = time.monotonic() - sent
         elapsed_ms = (time.monotonic() - started) * 1000
         request_id = response.headers.get("X-Request-ID", "")
         logger.info(
@@ -169,10 +172,13 @@ class ShoptetClient:
             request_id,
         )
         self._note_deprecation(method, path, response)
-        endpoint = _path_template(path)
-        metrics.increment("shoptet_api_requests", method=method, endpoint=endpoint, status=response.status_code)
-        if response.status_code == 429:
-            metrics.increment("shoptet_api_rate_limited", method=method, endpoint=endpoint)
+        metrics.observe_api_call(
+            eshop_id=self.installation.eshop_id,
+            method=method,
+            endpoint=_path_template(path),
+            status=response.status_code,
+            seconds=exchange_seconds,
+        )
         if response.status_code >= 400:
             error = APIError.from_response(response)
             if isinstance(error, Unauthorized) and error.is_expired_token:

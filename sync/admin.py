@@ -7,12 +7,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import ADDITION
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from config.admin import audit
 from installations.models import Installation
 from sync import services, tasks
 from sync.models import Document, Invoice, InvoiceItem, Order, OrderItem, SyncJob
@@ -282,15 +284,16 @@ class SyncJobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the selected failed jobs")
     def retry(self, request: HttpRequest, queryset: QuerySet[SyncJob]) -> None:
-        retried = 0
+        retried = []
         for job in queryset.filter(status=SyncJob.Status.FAILED).select_related("installation"):
             try:
                 tasks.enqueue(services.retry_job(job=job))
             except services.SyncError as error:
                 self.message_user(request, f"Job {job.pk}: {error}", messages.WARNING)
                 continue
-            retried += 1
-        self.message_user(request, f"{retried} jobs queued again.", messages.SUCCESS)
+            retried.append(job)
+        audit(request, retried, "Retried the failed job.")
+        self.message_user(request, f"{len(retried)} jobs queued again.", messages.SUCCESS)
 
     def get_urls(self) -> list[Any]:
         return [path("start/", self.admin_site.admin_view(self.start_view), name="sync-start"), *super().get_urls()]
@@ -309,6 +312,7 @@ class SyncJobAdmin(admin.ModelAdmin):
                 form.add_error(None, str(error))
             else:
                 tasks.enqueue(job)
+                audit(request, [job], "Started the sync.", action_flag=ADDITION)
                 self.message_user(request, f"{job} queued.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:sync_syncjob_changelist"))
         context = {**self.admin_site.each_context(request), "title": "Start a sync", "form": form, "opts": self.opts}

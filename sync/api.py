@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.openapi import ESHOP_ID, ErrorSerializer
 from installations.models import Installation
 from sync import services, tasks
 from sync.models import Invoice, Order, SyncJob
 
-PRICE = {"max_digits": 20, "decimal_places": 2, "coerce_to_string": True, "read_only": True}
+PRICE = {"max_digits": 20, "decimal_places": 2, "coerce_to_string": True, "read_only": True, "allow_null": True}
 
 
 class OrderSerializer(serializers.ModelSerializer):
@@ -105,6 +107,14 @@ class InstallationScoped:
         return self._installation
 
 
+CODE = OpenApiParameter("code", str, OpenApiParameter.PATH, description="Shoptet's code; may contain `/`.")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Orders, newest first", parameters=[ESHOP_ID]),
+    retrieve=extend_schema(summary="One order", parameters=[ESHOP_ID, CODE]),
+)
+@extend_schema(tags=["orders"])
 class OrderViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
     """Live orders, newest first; `{code}` is the rest of the path."""
 
@@ -113,20 +123,37 @@ class OrderViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet[Order]:
         return Order.objects.filter(installation=self.installation, deleted_at__isnull=True).order_by(
-            F("creation_time").desc(nulls_last=True), "-id"
+            "-creation_time", "-id"
         )
 
 
+@extend_schema_view(
+    list=extend_schema(summary="Invoices, newest first", parameters=[ESHOP_ID]),
+    retrieve=extend_schema(summary="One invoice", parameters=[ESHOP_ID, CODE]),
+)
+@extend_schema(tags=["invoices"])
 class InvoiceViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = InvoiceSerializer
     lookup_field = "code"
 
     def get_queryset(self) -> QuerySet[Invoice]:
         return Invoice.objects.filter(installation=self.installation, deleted_at__isnull=True).order_by(
-            F("creation_time").desc(nulls_last=True), "-id"
+            "-creation_time", "-id"
         )
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="Sync jobs, newest first",
+        parameters=[
+            ESHOP_ID,
+            OpenApiParameter("resource", str, enum=SyncJob.Resource.values),
+            OpenApiParameter("mode", str, enum=SyncJob.Mode.values),
+            OpenApiParameter("status", str, enum=SyncJob.Status.values),
+        ],
+    ),
+)
+@extend_schema(tags=["sync jobs"])
 class SyncJobViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
     """Sync jobs, newest first; `?resource=`, `?mode=` and `?status=` filter."""
 
@@ -150,6 +177,13 @@ class SyncJobViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
 class SyncView(InstallationScoped, APIView):
     """`POST {"resource": "orders"|"invoices", "mode": "snapshot"|"changes"}` starts a sync run."""
 
+    @extend_schema(
+        summary="Start a sync",
+        tags=["sync jobs"],
+        parameters=[ESHOP_ID],
+        request=SyncRequestSerializer,
+        responses={202: SyncJobSerializer, 409: ErrorSerializer},
+    )
     def post(self, request: Request, eshop_id: int) -> Response:
         wanted = SyncRequestSerializer(data=request.data)
         wanted.is_valid(raise_exception=True)

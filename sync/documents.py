@@ -28,10 +28,12 @@ class InvalidDocument(ValueError):
 
 
 def decimal(value: Any, limit: Decimal = _DECIMAL_LIMIT) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
+    if value.__class__ is not str:
+        if value is None or isinstance(value, bool):
+            return None
+        value = str(value)
     try:
-        number = Decimal(value if isinstance(value, str) else str(value))
+        number = Decimal(value)
     except (InvalidOperation, ValueError):
         return None
     return number if number.is_finite() and -limit < number < limit else None
@@ -57,13 +59,13 @@ def day(value: Any) -> date | None:
 
 
 def integer(value: Any, bits: int = 64) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, int):
-        return value if -(2 ** (bits - 1)) <= value < 2 ** (bits - 1) else None
-    return None
+    if value.__class__ is not int:
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        else:
+            return None  # also bool, a subclass of int
+    bound: int = 1 << (bits - 1)
+    return value if -bound <= value < bound else None
 
 
 def text(value: Any, length: int) -> str:

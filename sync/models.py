@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Q
 
 from installations.encryption import EncryptedTextField
 from installations.models import Installation
@@ -16,8 +16,8 @@ def _price() -> models.DecimalField:
 
 
 def _newest_first(name: str) -> models.Index:
-    """The REST API's list order: newest first, documents without a creation time last."""
-    return models.Index(F("installation"), F("creation_time").desc(nulls_last=True), F("id").desc(), name=name)
+    """The REST API's list order: newest first."""
+    return models.Index(fields=["installation", "-creation_time", "-id"], name=name)
 
 
 class Document(models.Model):

@@ -275,15 +275,20 @@ def import_snapshot(*, job: SyncJob, progress: ProgressCallback | None = None) -
     valid_until = moment(detail.get("validUntil"))
     if valid_until is not None and valid_until <= timezone.now():
         return _restart(job, f"the result of job {job.shoptet_job_id} expired at {valid_until.isoformat()}")
-    claimed = SyncJob.objects.filter(pk=job.pk, status__in=[Status.RUNNING, Status.IMPORTING]).update(
-        status=Status.IMPORTING,
-        result_url=url,
-        valid_until=valid_until,
-        shoptet_created_at=moment(detail.get("creationTime")),
-        shoptet_completed_at=moment(detail.get("completionTime")),
-        next_poll_at=None,
-        updated_at=timezone.now(),
-    )
+    with transaction.atomic():
+        # A job another worker imports right now is locked by that import: skip it, do not wait for it.
+        free = SyncJob.objects.select_for_update(skip_locked=True).filter(
+            pk=job.pk, status__in=[Status.RUNNING, Status.IMPORTING]
+        )
+        claimed = SyncJob.objects.filter(pk__in=list(free.values_list("pk", flat=True))).update(
+            status=Status.IMPORTING,
+            result_url=url,
+            valid_until=valid_until,
+            shoptet_created_at=moment(detail.get("creationTime")),
+            shoptet_completed_at=moment(detail.get("completionTime")),
+            next_poll_at=None,
+            updated_at=timezone.now(),
+        )
     job.refresh_from_db()
     if not claimed:
         return job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -11,7 +12,9 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from config.admin import audit
 from webhooks import services
+from webhooks.events import SYSTEM_EVENTS
 from webhooks.models import WebhookDelivery
 
 STATUS_COLOURS = {
@@ -21,6 +24,18 @@ STATUS_COLOURS = {
     WebhookDelivery.Status.REJECTED: "#a15c00",
     WebhookDelivery.Status.IGNORED: "#6b6b6b",
 }
+
+
+class EventFilter(admin.SimpleListFilter):
+    title = "event"
+    parameter_name = "event"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        events = sorted({*settings.SHOPTET_WEBHOOK_EVENTS, *SYSTEM_EVENTS})
+        return [(event, event) for event in events]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> QuerySet[WebhookDelivery]:
+        return queryset.filter(event=self.value()) if self.value() else queryset
 
 
 @admin.register(WebhookDelivery)
@@ -36,9 +51,10 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
         "attempts",
         "short_error",
     ]
+    # Choices come from the installations and the configured events, never from a scan of the log.
     list_filter = [
-        ("installation", admin.RelatedOnlyFieldListFilter),
-        "event",
+        "installation",
+        EventFilter,
         "status",
         "signature_valid",
         "source",
@@ -119,6 +135,8 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
     @admin.action(description="Replay the selected deliveries (processed or failed)", permissions=["change"])
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         count = services.replay_deliveries(deliveries=queryset)
+        replayed = queryset.filter(status=WebhookDelivery.Status.RECEIVED, replay_requested=True)
+        audit(request, replayed, "Replayed the delivery.")
         skipped = queryset.count() - count
         text = f"{count} deliveries queued for processing again."
         if skipped:
@@ -142,6 +160,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
         if not self.has_change_permission(request, delivery):
             return HttpResponse(status=403)
         if services.replay_deliveries(deliveries=WebhookDelivery.objects.filter(pk=delivery.pk)):
+            audit(request, [delivery], "Replayed the delivery.")
             self.message_user(request, "Delivery queued for processing again.", messages.SUCCESS)
         else:
             self.message_user(

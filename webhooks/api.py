@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import NotFound
 
@@ -28,6 +29,17 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="The webhook delivery log, newest first",
+        parameters=[
+            OpenApiParameter("eshop_id", {"type": "integer", "minimum": 1}, description="Only this e-shop's."),
+            OpenApiParameter("event", {"type": "string", "maxLength": 64}, description="Only this event."),
+            OpenApiParameter("status", str, enum=WebhookDelivery.Status.values),
+        ],
+    ),
+)
+@extend_schema(tags=["webhook deliveries"])
 class WebhookDeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """`?eshop_id=&event=&status=`, newest first."""
 

@@ -20,12 +20,12 @@ from webhooks import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(queue="shoptet")
+@shared_task
 def process_delivery(delivery_id: int) -> None:
     services.process_delivery(delivery_id=delivery_id)
 
 
-@shared_task(queue="default")
+@shared_task
 def relay_deliveries() -> None:
     """Enqueue what the endpoint stored; the endpoint itself never talks to the broker."""
     for _ in range(services.RELAY_BATCHES):
@@ -40,29 +40,29 @@ def relay_deliveries() -> None:
             return
 
 
-@shared_task(queue="default")
+@shared_task
 def watch_registrations() -> None:
     for installation_id in services.installations_to_watch():
         reconcile_webhooks.delay(installation_id)
 
 
-@shared_task(queue="default")
+@shared_task
 def watch_notifications() -> None:
     for installation_id in services.installations_to_watch():
         recover_notifications.delay(installation_id)
 
 
-@shared_task(queue="shoptet", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)
+@shared_task(autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)
 def reconcile_webhooks(installation_id: int) -> None:
     services.reconcile_webhooks(installation=Installation.objects.get(pk=installation_id))
 
 
-@shared_task(queue="shoptet", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)
+@shared_task(autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)
 def recover_notifications(installation_id: int) -> None:
     services.recover_notifications(installation=Installation.objects.get(pk=installation_id))
 
 
-@shared_task(queue="default")
+@shared_task
 def purge_payloads() -> None:
     purged = services.purge_payloads(older_than=settings.WEBHOOK_PAYLOAD_RETENTION)
     logger.info("webhook payloads purged count=%s", purged)

@@ -17,7 +17,7 @@ from installations import services as installation_services
 from installations.models import Installation
 from tests.fakes.shoptet import FakeShoptet
 from tests.fakes.shoptet.webhooks import encode
-from webhooks import signature
+from webhooks import services, signature
 from webhooks.handlers import WebhookEvent, handles, registry
 from webhooks.models import WebhookDelivery
 
@@ -35,7 +35,9 @@ def body_for(
 ) -> bytes:
     """A notification body serialised like Shoptet's PHP (compact, `/` escaped)."""
     moment = created or datetime.now(PRAGUE) - (ago or timedelta(0))
-    return encode({"eshopId": eshop_id, "event": event, "eventCreated": shoptet_time(moment), "eventInstance": instance})
+    return encode(
+        {"eshopId": eshop_id, "event": event, "eventCreated": shoptet_time(moment), "eventInstance": instance}
+    )
 
 
 def post(client: Client, body: bytes, sig: str | None = None, **headers: str) -> Any:
@@ -63,6 +65,14 @@ def onboarded(installation: Installation) -> Installation:
 @pytest.fixture
 def other_onboarded(other_installation: Installation) -> Installation:
     return onboard(other_installation)
+
+
+@pytest.fixture(autouse=True)
+def fresh_signers() -> Iterator[None]:
+    """Each test starts with no e-shop keys kept by the endpoint."""
+    services.forget_signers()
+    yield
+    services.forget_signers()
 
 
 @pytest.fixture(autouse=True)

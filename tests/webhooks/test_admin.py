@@ -30,7 +30,7 @@ def test_the_changelist_with_every_filter(admin_client: Client, log: list[Webhoo
     response = admin_client.get(
         CHANGELIST,
         {
-            "installation__id__exact": log[0].installation_id,
+            "installation__id__exact": str(log[0].installation_id),
             "event": "order:update",
             "status__exact": "processed",
             "signature_valid__exact": "1",
@@ -58,7 +58,7 @@ def test_the_detail_shows_the_pretty_body_escaped(admin_client: Client, log: lis
     assert response.status_code == 200
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert(1)</script>" not in html
-    assert '&quot;event&quot;: &quot;order:update&quot;' in html
+    assert "&quot;event&quot;: &quot;order:update&quot;" in html
     assert 'name="_save"' not in html
     assert reverse("admin:webhooks_webhookdelivery_replay", args=[delivery.pk]) in html
 
@@ -87,12 +87,15 @@ def test_a_rejected_delivery_cannot_be_replayed(admin_client: Client, log: list[
 
 
 def test_bulk_replay(admin_client: Client, log: list[WebhookDelivery]) -> None:
-    response = admin_client.post(
-        CHANGELIST, {"action": "replay", "_selected_action": [d.pk for d in log]}, follow=True
-    )
+    response = admin_client.post(CHANGELIST, {"action": "replay", "_selected_action": [d.pk for d in log]}, follow=True)
 
     assert response.status_code == 200
-    assert [d.status for d in WebhookDelivery.objects.order_by("pk")] == ["received", "received", "rejected", "received"]
+    assert [d.status for d in WebhookDelivery.objects.order_by("pk")] == [
+        "received",
+        "received",
+        "rejected",
+        "received",
+    ]
     assert "3 deliveries queued for processing again. 1 skipped" in response.content.decode()
 
 
@@ -119,3 +122,22 @@ def test_the_installation_page_shows_registrations_and_drift(
     assert "webhook registration drift" in html.lower()
     assert "order:create" in html
     assert services.webhook_url() in html
+
+
+def test_renewing_the_signature_key_keeps_the_old_one_accepted(
+    admin_client: Client, onboarded: Installation, other_onboarded: Installation
+) -> None:
+    old_key = onboarded.webhook_signature_key
+
+    response = admin_client.post(
+        "/admin/installations/installation/",
+        {"action": "renew_signature_key", "_selected_action": [onboarded.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    renewing = Installation.objects.get(pk=onboarded.pk)
+    assert (renewing.webhook_signature_key, renewing.previous_webhook_signature_key) == ("", old_key)
+    assert (renewing.onboarding_status, renewing.signature_key_renewed_at) == ("pending", None)
+    other = Installation.objects.get(pk=other_onboarded.pk)
+    assert (other.webhook_signature_key, other.onboarding_status) == (other_onboarded.webhook_signature_key, "done")

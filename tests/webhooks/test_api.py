@@ -33,6 +33,7 @@ def test_the_log_newest_first_with_the_interface_fields(staff_client: Client, lo
     assert (body["count"], body["next"], body["previous"]) == (4, None, None)
     assert [item["id"] for item in body["results"]] == [d.pk for d in reversed(log)]
     first = log[0]
+    assert first.event_created is not None
     assert body["results"][-1] == {
         "id": first.pk,
         "eshop_id": first.eshop_id,
@@ -83,7 +84,9 @@ def test_paging(staff_client: Client, log: list[WebhookDelivery]) -> None:
         ("?page_size=0", 200, None),
     ],
 )
-def test_bad_input(staff_client: Client, log: list[WebhookDelivery], query: str, status: int, error: str | None) -> None:
+def test_bad_input(
+    staff_client: Client, log: list[WebhookDelivery], query: str, status: int, error: str | None
+) -> None:
     response = staff_client.get(URL + query)
 
     assert response.status_code == status

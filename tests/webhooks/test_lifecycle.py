@@ -171,6 +171,7 @@ def test_a_flood_of_forged_events_probes_once_per_interval(
     held = WebhookDelivery.objects.filter(status="received").order_by("pk")
     assert [d.event for d in held] == ["addon:terminate", "addon:suspend"]
     for delivery in held:
+        assert delivery.next_attempt_at is not None
         assert delivery.next_attempt_at > delivery.received_at + services.ADDON_PROBE_INTERVAL - timedelta(seconds=5)
     assert Installation.objects.get(pk=onboarded.pk).status == "active"
 
@@ -290,3 +291,23 @@ def test_approve_resumes_a_pending_onboarding(client: Client, installation: Inst
     shop = Installation.objects.get(pk=installation.pk)
     assert (shop.status, shop.onboarding_status, shop.onboarding_enqueued_at) == ("active", "pending", None)
     assert installation_services.claim_pending_onboarding(stale_after=timedelta(hours=1)) == [shop.pk]
+
+
+@pytest.mark.django_db
+def test_a_new_project_domain_refreshes_the_eshops_identity(
+    client: Client, onboarded: Installation, other_onboarded: Installation, fake_shoptet: FakeShoptet
+) -> None:
+    shop = fake_shoptet.eshops[onboarded.eshop_id]
+    with fake_shoptet.state.lock:
+        shop.url = "https://www.nova-domena.cz/"
+        shop.name = "Nová doména"
+    other_before = Installation.objects.get(pk=other_onboarded.pk)
+
+    post_signed(client, onboarded, "eshop:projectDomain", onboarded.eshop_id)
+    process_all()
+
+    refreshed = Installation.objects.get(pk=onboarded.pk)
+    assert (refreshed.eshop_url, refreshed.name) == ("https://www.nova-domena.cz/", "Nová doména")
+    assert WebhookDelivery.objects.get().status == "processed"
+    other = Installation.objects.get(pk=other_onboarded.pk)
+    assert (other.eshop_url, other.name) == (other_before.eshop_url, other_before.name)

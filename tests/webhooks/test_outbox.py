@@ -37,10 +37,10 @@ def free_port() -> int:
 
 def use_broker(url: str) -> None:
     """Point Celery's publisher at `url` (its connection pool is rebuilt on the next publish)."""
-    celery_app.pool.force_close_all()
-    celery_app.conf.broker_url = url
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
+    celery_app.pool.force_close_all()  # type: ignore[attr-defined]
+    celery_app.conf.update(broker_url=url)
+    celery_app._pool = None  # type: ignore[attr-defined]
+    celery_app.amqp._producer_pool = None  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -174,13 +174,14 @@ def test_transient_errors_are_retried_later_then_fail(client: Client, onboarded:
     assert outcome.retrying == [delivery.pk]
     assert (delivery.status, delivery.attempts) == ("received", 1)
     assert delivery.error == "ServerError: HTTP 503 Shoptet is down"
+    assert delivery.next_attempt_at is not None
     assert timezone.now() + timedelta(seconds=7) < delivery.next_attempt_at < timezone.now() + timedelta(seconds=16)
     assert services.claim_due_deliveries() == []  # not due before its time
 
     for _ in range(services.MAX_ATTEMPTS - 1):
         services.process_delivery(delivery_id=delivery.pk)
-    delivery.refresh_from_db()
-    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", services.MAX_ATTEMPTS, None)
+    failed = WebhookDelivery.objects.get(pk=delivery.pk)
+    assert (failed.status, failed.attempts, failed.next_attempt_at) == ("failed", services.MAX_ATTEMPTS, None)
 
 
 def test_a_transient_error_then_success(client: Client, onboarded: Installation, record) -> None:
@@ -324,6 +325,7 @@ def test_a_busy_entity_is_looked_at_again_shortly(client: Client, onboarded: Ins
     second.refresh_from_db()
     assert busy.handler_calls == 0
     assert second.status == "received"
+    assert second.next_attempt_at is not None
     assert timezone.now() < second.next_attempt_at <= timezone.now() + services.BUSY_DELAY
     services.process_delivery(delivery_id=second.pk)
     assert len(recorder.calls) == 2

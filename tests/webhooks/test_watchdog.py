@@ -156,3 +156,22 @@ def test_payloads_of_settled_deliveries_are_purged_metadata_stays(
     assert (purged.event, purged.status, purged.attempts) == ("order:update", "processed", 1)
     assert purged.headers["Shoptet-Webhook-Signature"]
     assert services.purge_payloads(older_than=timedelta(days=30)) == 0
+
+
+def test_the_tasks_call_their_services(
+    client: Client, onboarded: Installation, fake_shoptet: FakeShoptet, record
+) -> None:
+    from webhooks import tasks
+
+    recorder = record("order:update")
+    post_signed(client, onboarded, "order:update", "A")
+    del fake_shoptet.eshops[onboarded.eshop_id].webhooks[hook_id(fake_shoptet, onboarded.eshop_id, "order:create")]
+
+    tasks.process_delivery.apply(args=(deliveries()[0].pk,), throw=True)
+    tasks.reconcile_webhooks.apply(args=(onboarded.pk,), throw=True)
+    tasks.recover_notifications.apply(args=(onboarded.pk,), throw=True)
+    tasks.purge_payloads.apply(throw=True)
+
+    assert [event.instance for event in recorder.calls] == ["A"]
+    assert RegistrationDrift.objects.get().missing == ["order:create"]
+    assert "order:create" in at_shoptet(fake_shoptet, onboarded.eshop_id)
