@@ -12,7 +12,7 @@ RUN_STAMP := $(VENV)/.installed-requirements
 DEV_STAMP := $(VENV)/.installed-requirements-dev
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint format bench services services-stop venv venv-dev clean
+.PHONY: help run test lint audit format bench services services-stop venv venv-dev clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -37,10 +37,14 @@ run: $(RUN_STAMP) ## Migrate and serve web, worker and beat on http://127.0.0.1:
 test: $(DEV_STAMP) ## Run the test suite against throwaway PostgreSQL and Redis (extra pytest args: PYTEST_ARGS="-k foo")
 	scripts/test.sh $(PYTEST_ARGS)
 
-lint: $(DEV_STAMP) ## Check formatting, lint and types (ruff, mypy)
+lint: $(DEV_STAMP) ## Check formatting, lint, types and security (ruff, mypy, bandit)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/bandit -q -r config installations shoptet_api webhooks sync --skip B101,B113,B311,B324,B608
+
+audit: $(DEV_STAMP) ## Check the pinned runtime requirements for known vulnerabilities (needs the network)
+	$(VENV)/bin/pip-audit -r requirements.txt
 
 format: $(DEV_STAMP) ## Format the code and apply ruff's safe fixes
 	$(VENV)/bin/ruff format .

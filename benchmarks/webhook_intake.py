@@ -463,51 +463,55 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         redis = Redis(Path(directory))
         redis.start()
-        env = platform_env(port, redis.url)
-        os.environ.update(env)
-        os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True)
-        import django
-
-        django.setup()
-        keys = create_installations()
-        run = time.strftime("%H%M%S")  # tags this run's deliveries apart from any earlier run's
-        sender = "wrk" if shutil.which("wrk") else "Python threads"
-        print(f"senders: {sender}; gunicorn 2 workers x 4 threads; {COUNT} deliveries per run", flush=True)
         try:
-            with running(gunicorn(port), env, ready_url=url + BARE_PATH):
-                send(url, WEBHOOK_PATH, deliveries(f"{run}-warmup", keys)[:2000], 16)
-                for connections in CONNECTIONS:
-                    ceiling = send(url, BARE_PATH, deliveries(f"{run}-bare{connections}", keys), connections)
-                    report(f"bare Django view, {connections} connections", ceiling)
-                    figures = send(url, WEBHOOK_PATH, deliveries(f"{run}-c{connections}", keys), connections)
-                    report(f"webhook intake, {connections} connections", figures, ceiling)
-                    rows, distinct = stored(f"{run}-c{connections}")
-                    print(f"{'':<44} stored {rows} rows, {distinct} distinct of {COUNT} sent", flush=True)
-                redis.stop()
-                figures = send(url, WEBHOOK_PATH, deliveries(f"{run}-noredis", keys), 50)
-                report("webhook intake, 50 connections, Redis stopped", figures)
-                rows, distinct = stored(f"{run}-noredis")
-                lost = COUNT - distinct
-                print(f"{'':<44} stored {rows} rows, {distinct} distinct of {COUNT} sent, lost {lost}", flush=True)
-                # Exact bookkeeping, one request per delivery: every delivery sent, answered and stored.
-                exact = deliveries(f"{run}-exact", keys)[:EXACT_COUNT]
-                checked = send_with_python(url, WEBHOOK_PATH, exact, 50)
-                rows, distinct = stored(f"{run}-exact")
-                lost += len(exact) - distinct
-                print(
-                    f"{'':<44} Python senders: sent {len(exact)}, answered 200: {checked.ok}, stored {distinct}",
-                    flush=True,
-                )
-            redis.start()
-            seconds, total = drain(env)
-            print(f"drain: {total} deliveries processed in {seconds:.1f} s ({total / seconds:.0f}/s)", flush=True)
-            events, once, unprocessed = exactly_once()
-            print(f"exactly once: {once} of {events} events processed once, {unprocessed} deliveries unprocessed")
-            if lost or once != events or unprocessed:
-                raise SystemExit("deliveries were lost or not processed exactly once")
+            measure(url, port, redis)
         finally:
             redis.stop()
+
+
+def measure(url: str, port: int, redis: Redis) -> None:
+    env = platform_env(port, redis.url)
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True)
+    import django
+
+    django.setup()
+    keys = create_installations()
+    run = time.strftime("%H%M%S")  # tags this run's deliveries apart from any earlier run's
+    sender = "wrk" if shutil.which("wrk") else "Python threads"
+    print(f"senders: {sender}; gunicorn 2 workers x 4 threads; {COUNT} deliveries per run", flush=True)
+    with running(gunicorn(port), env, ready_url=url + BARE_PATH):
+        send(url, WEBHOOK_PATH, deliveries(f"{run}-warmup", keys)[:2000], 16)
+        for connections in CONNECTIONS:
+            ceiling = send(url, BARE_PATH, deliveries(f"{run}-bare{connections}", keys), connections)
+            report(f"bare Django view, {connections} connections", ceiling)
+            figures = send(url, WEBHOOK_PATH, deliveries(f"{run}-c{connections}", keys), connections)
+            report(f"webhook intake, {connections} connections", figures, ceiling)
+            rows, distinct = stored(f"{run}-c{connections}")
+            print(f"{'':<44} stored {rows} rows, {distinct} distinct of {COUNT} sent", flush=True)
+        redis.stop()
+        figures = send(url, WEBHOOK_PATH, deliveries(f"{run}-noredis", keys), 50)
+        report("webhook intake, 50 connections, Redis stopped", figures)
+        rows, distinct = stored(f"{run}-noredis")
+        lost = COUNT - distinct
+        print(f"{'':<44} stored {rows} rows, {distinct} distinct of {COUNT} sent, lost {lost}", flush=True)
+        # Exact bookkeeping, one request per delivery: every delivery sent, answered and stored.
+        exact = deliveries(f"{run}-exact", keys)[:EXACT_COUNT]
+        checked = send_with_python(url, WEBHOOK_PATH, exact, 50)
+        rows, distinct = stored(f"{run}-exact")
+        lost += len(exact) - distinct
+        print(
+            f"{'':<44} Python senders: sent {len(exact)}, answered 200: {checked.ok}, stored {distinct}",
+            flush=True,
+        )
+    redis.start()
+    seconds, total = drain(env)
+    print(f"drain: {total} deliveries processed in {seconds:.1f} s ({total / seconds:.0f}/s)", flush=True)
+    events, once, unprocessed = exactly_once()
+    print(f"exactly once: {once} of {events} events processed once, {unprocessed} deliveries unprocessed")
+    if lost or once != events or unprocessed:
+        raise SystemExit("deliveries were lost or not processed exactly once")
 
 
 if __name__ == "__main__":

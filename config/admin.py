@@ -22,11 +22,9 @@ from rest_framework.authtoken.models import TokenProxy
 
 def audit(request: HttpRequest, objects: Iterable[Model], message: str, *, action_flag: int = CHANGE) -> None:
     """Record an admin action on each object in the admin log, as Django records its own changes."""
-    rows = list(objects)
-    if rows:
-        LogEntry.objects.log_actions(
-            user_id=request.user.pk, queryset=rows, action_flag=action_flag, change_message=message
-        )
+    rows, user_id = list(objects), request.user.pk
+    if rows and user_id is not None:
+        LogEntry.objects.log_actions(user_id=user_id, queryset=rows, action_flag=action_flag, change_message=message)
 
 
 class LogEntryAdmin(admin.ModelAdmin[LogEntry]):
@@ -64,11 +62,10 @@ class LogEntryAdmin(admin.ModelAdmin[LogEntry]):
 
     @admin.display(description="object", ordering="object_repr")
     def target(self, entry: LogEntry) -> str:
-        if entry.content_type_id and entry.object_id and entry.action_flag != DELETION:
+        content_type = entry.content_type
+        if content_type and entry.object_id and entry.action_flag != DELETION:
             try:
-                url = reverse(
-                    f"admin:{entry.content_type.app_label}_{entry.content_type.model}_change", args=[entry.object_id]
-                )
+                url = reverse(f"admin:{content_type.app_label}_{content_type.model}_change", args=[entry.object_id])
             except NoReverseMatch:  # a model no longer in the admin: the name only
                 return entry.object_repr
             return format_html('<a href="{}">{}</a>', url, entry.object_repr)
@@ -89,7 +86,14 @@ class ApiTokenAdmin(TokenAdmin):
         return False  # a key made here could never be read: create it with drf_create_token
 
 
+def _token_name(token: TokenProxy) -> str:
+    return f"API token of {token.user}"
+
+
 def register_platform_admins() -> None:
+    # DRF's token names itself by its key, and the admin shows that name in titles, breadcrumbs, the history
+    # and the audit log; the admin's proxy of it is named after its user instead. Authentication uses Token.
+    TokenProxy.__str__ = _token_name  # type: ignore[method-assign,assignment]
     site = admin.site
     site.register(LogEntry, LogEntryAdmin)
     if site.is_registered(TokenProxy):

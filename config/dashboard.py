@@ -48,7 +48,7 @@ class PlatformAdminSite(admin.AdminSite):
 
 
 def dashboard() -> dict[str, Any]:
-    """What the index shows: a fixed handful of queries, whatever the number of tenants, jobs or deliveries."""
+    """What the index shows."""
     since = timezone.now() - DASHBOARD_WINDOW
     installations = dict(Installation.objects.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
     deliveries = dict(

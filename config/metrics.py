@@ -219,7 +219,7 @@ class PlatformCollector:
         sums = _counter_values(f"{DURATION}_sum")
         for field, count in _counter_values(f"{DURATION}_count").items():
             labels = json.loads(field)
-            family.add_metric([labels.get(label, "") for label in DURATION_LABELS], count, sums.get(field, 0.0))
+            family.add_metric([labels.get(label, "") for label in DURATION_LABELS], int(count), sums.get(field, 0.0))
         return family
 
     def _installations(self) -> Metric:

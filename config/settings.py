@@ -52,7 +52,8 @@ def _required(name: str, value: str) -> str:
 
 SECRET_KEY: str = env.str("SECRET_KEY", default="")
 if DEBUG and not SECRET_KEY:
-    SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789-abcdefghijklmnop"  # noqa: S105 - DEBUG only
+    # DEBUG only; never a production secret.
+    SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789-abcdefghijklmnop"  # noqa: S105  # nosec B105
 _required("SECRET_KEY", SECRET_KEY)
 
 ALLOWED_HOSTS: list[str] = env.list(

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import BooleanField, Count, ExpressionWrapper, OuterRef, Q, QuerySet, Subquery
+from django.db.models import BooleanField, Count, ExpressionWrapper, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -34,6 +34,8 @@ from sync.models import Invoice, Order, SyncJob
 from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
 
 SECRET_FIELDS = ("oauth_token", "webhook_signature_key", "previous_webhook_signature_key")
+# Compared in SQL, never decrypted: an encrypted field stores "" as "".
+EMPTY = Value("")
 
 STATUS_COLOURS = {
     Installation.Status.ACTIVE: "#1f7a3a",
@@ -195,10 +197,10 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
                         unrepaired=ExpressionWrapper(Q(repaired=False) | ~Q(error=""), output_field=BooleanField())
                     ).values("unrepaired")[:1]
                 ),
-                has_oauth_token=ExpressionWrapper(~Q(oauth_token=""), output_field=BooleanField()),
-                has_signature_key=ExpressionWrapper(~Q(webhook_signature_key=""), output_field=BooleanField()),
+                has_oauth_token=ExpressionWrapper(~Q(oauth_token=EMPTY), output_field=BooleanField()),
+                has_signature_key=ExpressionWrapper(~Q(webhook_signature_key=EMPTY), output_field=BooleanField()),
                 has_previous_signature_key=ExpressionWrapper(
-                    ~Q(previous_webhook_signature_key=""), output_field=BooleanField()
+                    ~Q(previous_webhook_signature_key=EMPTY), output_field=BooleanField()
                 ),
             )
         )
@@ -477,6 +479,7 @@ class AddonSettingsAdmin(admin.ModelAdmin[AddonSettings]):
     """Read-only: the e-shop's admins change these on the settings page, where each change is recorded."""
 
     list_display = ["installation", "sync_orders", "sync_invoices", "import_since", "notification_email", "updated_at"]
+    list_filter = ["sync_orders", "sync_invoices"]
     list_select_related = ["installation"]
     search_fields = ["=installation__eshop_id", "installation__name", "notification_email"]
     fields = readonly_fields = (

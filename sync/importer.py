@@ -236,7 +236,7 @@ class _BatchWriter:
         self.layout = layout
         self.rows: list[tuple[Any, ...]] = []
         placeholders = ", ".join(["%s"] * len(layout.stage_columns))
-        self.sql = f"INSERT INTO {STAGE} ({', '.join(layout.stage_columns)}) VALUES ({placeholders})"  # noqa: S608
+        self.sql = f"INSERT INTO {STAGE} ({', '.join(layout.stage_columns)}) VALUES ({placeholders})"  # noqa: S608 - our identifiers
 
     def __enter__(self) -> _BatchWriter:
         return self
@@ -285,7 +285,7 @@ class _Merger:
             self._upsert_portable(synced_at)
         self.cursor.execute(f"CREATE INDEX {MERGED}_id ON {MERGED} (id)")
         self._analyze(MERGED)
-        self.cursor.execute(f"SELECT count(*) FROM {MERGED}")  # noqa: S608
+        self.cursor.execute(f"SELECT count(*) FROM {MERGED}")  # noqa: S608 - our identifiers
         merged = int(self.cursor.fetchone()[0])
         if merged:
             self._replace_items()
@@ -295,7 +295,7 @@ class _Merger:
         """Documents missing from a complete snapshot are gone, unless they changed after it was taken."""
         table = self.layout.doc_table
         self.cursor.execute(
-            f"UPDATE {table} SET deleted_at = %s"  # noqa: S608
+            f"UPDATE {table} SET deleted_at = %s"  # noqa: S608 - our identifiers
             f" WHERE installation_id = %s AND deleted_at IS NULL AND (change_time IS NULL OR change_time < %s)"
             f" AND NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE s.pos IS NULL AND s.code = {table}.code)",
             [snapshot_at, self.installation_id, snapshot_at],
@@ -309,11 +309,11 @@ class _Merger:
 
     def _drop_duplicates(self) -> None:
         """A code twice in one file would make the upsert touch a row twice: keep its newest line."""
-        self.cursor.execute(f"SELECT 1 FROM {STAGE} WHERE pos IS NULL GROUP BY code HAVING count(*) > 1 LIMIT 1")  # noqa: S608
+        self.cursor.execute(f"SELECT 1 FROM {STAGE} WHERE pos IS NULL GROUP BY code HAVING count(*) > 1 LIMIT 1")  # noqa: S608 - our identifiers
         if self.cursor.fetchone() is None:
             return
         self.cursor.execute(
-            f"DELETE FROM {STAGE} WHERE seq IN (SELECT seq FROM ("  # noqa: S608
+            f"DELETE FROM {STAGE} WHERE seq IN (SELECT seq FROM ("  # noqa: S608 - our identifiers
             f" SELECT seq, row_number() OVER (PARTITION BY code ORDER BY d_change_time DESC NULLS LAST, seq DESC) AS n"
             f" FROM {STAGE} WHERE pos IS NULL) ranked WHERE n > 1)"
         )
@@ -337,7 +337,7 @@ class _Merger:
         code_type = self.layout.resource.model._meta.get_field("code").db_type(connection)
         self.cursor.execute(f"CREATE TEMPORARY TABLE {MERGED} (id bigint, code {code_type}) ON COMMIT DROP")
         self.cursor.execute(
-            f"WITH upserted AS ("  # noqa: S608
+            f"WITH upserted AS ("  # noqa: S608 - our identifiers
             f" INSERT INTO {table} AS t ({target}) SELECT {source} FROM {STAGE} s WHERE s.pos IS NULL"
             f" ON CONFLICT (installation_id, code) DO UPDATE SET {self._assignments()}"
             f" WHERE {_NEWER.format(new='excluded.change_time')}"
@@ -353,19 +353,19 @@ class _Merger:
         target, source = self._columns()
         self.cursor.execute(f"CREATE TEMPORARY TABLE {MERGED} (id bigint, code text)")
         self.cursor.execute(
-            f"INSERT INTO {MERGED} (code) SELECT s.code FROM {STAGE} s"  # noqa: S608
+            f"INSERT INTO {MERGED} (code) SELECT s.code FROM {STAGE} s"  # noqa: S608 - our identifiers
             f" LEFT JOIN {table} t ON t.installation_id = %s AND t.code = s.code"
             f" WHERE s.pos IS NULL AND (t.id IS NULL OR {_NEWER.format(new='s.d_change_time')})",
             [self.installation_id],
         )
         self.cursor.execute(
-            f"INSERT INTO {table} ({target}) SELECT {source} FROM {STAGE} s"  # noqa: S608
+            f"INSERT INTO {table} ({target}) SELECT {source} FROM {STAGE} s"  # noqa: S608 - our identifiers
             f" WHERE s.pos IS NULL AND s.code IN (SELECT code FROM {MERGED})"
             f" ON CONFLICT (installation_id, code) DO UPDATE SET {self._assignments()}",
             [self.installation_id, synced_at],
         )
         self.cursor.execute(
-            f"UPDATE {MERGED} SET id ="  # noqa: S608
+            f"UPDATE {MERGED} SET id ="  # noqa: S608 - our identifiers
             f" (SELECT t.id FROM {table} t WHERE t.installation_id = %s AND t.code = {MERGED}.code)",
             [self.installation_id],
         )
@@ -373,12 +373,12 @@ class _Merger:
     def _replace_items(self) -> None:
         layout = self.layout
         self.cursor.execute(
-            f"DELETE FROM {layout.item_table} WHERE {layout.parent_column} IN (SELECT id FROM {MERGED})"  # noqa: S608
+            f"DELETE FROM {layout.item_table} WHERE {layout.parent_column} IN (SELECT id FROM {MERGED})"  # noqa: S608 - our identifiers
         )
         columns = ", ".join(["installation_id", layout.parent_column, "position", *layout.item_columns])
         staged = ", ".join(["%s", "m.id", "s.pos", *(f"s.i_{column}" for column in layout.item_columns)])
         self.cursor.execute(
-            f"INSERT INTO {layout.item_table} ({columns}) SELECT {staged}"  # noqa: S608
+            f"INSERT INTO {layout.item_table} ({columns}) SELECT {staged}"  # noqa: S608 - our identifiers
             f" FROM {STAGE} s JOIN {MERGED} m ON m.code = s.code WHERE s.pos IS NOT NULL",
             [self.installation_id],
         )

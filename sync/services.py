@@ -24,7 +24,6 @@ from shoptet_api.client import ShoptetClient
 from shoptet_api.errors import (
     TRANSIENT_ERRORS,
     Forbidden,
-    InstallationInactive,
     NotFound,
     ShoptetError,
     TransportError,
@@ -244,7 +243,9 @@ def poll_snapshot(*, job: SyncJob) -> bool:
         return _job_detail(job, ShoptetClient(job.installation)) is not None
     except NotFound:
         _fail(job, f"Shoptet does not know job {job.shoptet_job_id}")
-    except InstallationInactive as error:
+    except TRANSIENT_ERRORS:
+        raise
+    except ShoptetError as error:
         _fail(job, str(error))
     return False
 
@@ -259,7 +260,9 @@ def import_snapshot(*, job: SyncJob, progress: ProgressCallback | None = None) -
         detail = _job_detail(job, client)
     except NotFound:
         return _fail(job, f"Shoptet does not know job {job.shoptet_job_id}")
-    except InstallationInactive as error:
+    except TRANSIENT_ERRORS:
+        raise
+    except ShoptetError as error:
         return _fail(job, str(error))
     if detail is None:
         return job
@@ -444,7 +447,9 @@ def sync_changes(*, job: SyncJob, progress: Callable[[int], None] | None = None)
         return _complete(job, ImportCounts(), note=note)
     try:
         counts = _apply_changes(ShoptetClient(installation), installation, resource, since, progress)
-    except (InstallationInactive, NotFound, Forbidden) as error:
+    except TRANSIENT_ERRORS:
+        raise  # the task retries; the cursor has not moved
+    except ShoptetError as error:
         return _fail(job, str(error))
     _advance_cursor(installation, resource.name, started - CURSOR_OVERLAP)
     return _complete(job, counts)
@@ -526,7 +531,7 @@ def _covers(stored: datetime | None, changed: datetime | None) -> bool:
 # Single documents: webhooks and changes
 # ---------------------------------------------------------------------------
 
-IMPORTED, SKIPPED, DELETED, ABSENT = "imported", "skipped", "deleted", "absent"
+IMPORTED, SKIPPED, DELETED, ABSENT, FAILED = "imported", "skipped", "deleted", "absent", "failed"
 
 
 def refresh_document(*, client: ShoptetClient, installation: Installation, resource: Resource, code: str) -> str:
@@ -627,9 +632,23 @@ def refresh_pending(*, installation: Installation, resource: Resource, limit: in
         done = 0
         try:
             for request in requests:
-                result = refresh_document(
-                    client=client, installation=installation, resource=resource, code=request.code
-                )
+                try:
+                    result = refresh_document(
+                        client=client, installation=installation, resource=resource, code=request.code
+                    )
+                except TRANSIENT_ERRORS:
+                    raise
+                except ShoptetError as error:
+                    # Asking again will not help (no rights, installation gone): the hourly /changes read
+                    # brings the document once Shoptet answers for it again.
+                    logger.warning(
+                        "refresh dropped eshop_id=%s resource=%s code=%s error=%s",
+                        installation.eshop_id,
+                        resource.name,
+                        request.code,
+                        error,
+                    )
+                    result = FAILED
                 outcome.counts[result] = outcome.counts.get(result, 0) + 1
                 RefreshRequest.objects.filter(pk=request.pk, claim=claim).delete()
                 done += 1

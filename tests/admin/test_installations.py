@@ -172,7 +172,7 @@ def test_starting_a_sync_asks_what_to_sync_then_starts_and_audits(
     assert SyncJob.objects.count() == jobs_before + 2
     assert "Changes of orders started for 2 installations." in started.content.decode()
     for tenant in tenants:
-        job = SyncJob.objects.filter(installation=tenant).order_by("-pk").first()
+        job = SyncJob.objects.filter(installation=tenant).order_by("-pk")[0]
         assert (job.resource, job.mode, job.status, job.cause) == ("orders", "changes", "requested", "admin (admin)")
         assert audit_log(tenant) == [("admin", CHANGE, "Started a sync: changes of orders.")]
 

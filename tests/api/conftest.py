@@ -120,7 +120,8 @@ def wsgi_app() -> Iterator[WSGIHandler]:
 @pytest.fixture
 def staff_token(django_user_model) -> str:  # type: ignore[no-untyped-def]
     user = django_user_model.objects.create_user("schema-staff", password="unused-password-9", is_staff=True)
-    return Token.objects.create(user=user).key
+    key: str = Token.objects.create(user=user).key
+    return key
 
 
 @pytest.fixture

@@ -166,3 +166,37 @@ def test_jobs_started_by_the_run_stay_with_their_tenant(
     assert response.status_code == 202
     assert SyncJob.objects.get(pk=response.json()["id"]).installation == mine
     assert SyncJob.objects.filter(installation=theirs).count() == before
+
+
+# INTERFACE.md, word for word.
+INTERFACE_FIELDS = {
+    "Installation": "eshop_id eshop_url name contact_email status installed_at uninstalled_at webhooks_registered "
+    "last_webhook_at",
+    "Order": "code guid status_id status_name currency total_with_vat paid email creation_time change_time item_count "
+    "data",
+    "Invoice": "code order_code is_valid var_symbol currency total_with_vat creation_time change_time data",
+    "SyncJob": "id resource mode shoptet_job_id status created_at finished_at imported error",
+    "WebhookDelivery": "id eshop_id event event_instance event_created received_at signature_valid status attempts "
+    "error",
+}
+INTERFACE_STATUSES = {
+    "InstallationStatusEnum": "active suspended uninstalled terminated",
+    "JobStatusEnum": "requested running importing completed failed",
+    "DeliveryStatusEnum": "received processed failed rejected ignored",
+}
+
+
+def test_the_schema_has_exactly_the_interface_s_fields_and_statuses(staff_client: Client) -> None:
+    components = staff_client.get(SCHEMA, {"format": "json"}).json()["components"]["schemas"]
+
+    for name, fields in INTERFACE_FIELDS.items():
+        assert list(components[name]["properties"]) == fields.split(), name
+    for name, statuses in INTERFACE_STATUSES.items():
+        assert set(components[name]["enum"]) == set(statuses.split()), name
+    assert components["Order"]["properties"]["total_with_vat"]["type"] == "string"
+    assert components["Installation"]["properties"]["webhooks_registered"] == {
+        "type": "array",
+        "items": {"type": "string"},
+        "readOnly": True,
+    }
+    assert components["SyncRequest"]["required"] == ["mode", "resource"]

@@ -246,3 +246,17 @@ def test_old_finished_changes_jobs_are_pruned(onboarded: Installation, other_onb
 
     assert list(SyncJob.objects.values_list("pk", flat=True)) == [recent.pk]
     assert Invoice.objects.count() == 0
+
+
+def test_a_changes_run_shoptet_refuses_fails_and_keeps_the_cursor(
+    mirrored_shop: Installation, jobs_on_demand: FakeShoptet
+) -> None:
+    cursor_before = cursor_of(mirrored_shop, "orders")
+    jobs_on_demand.add_fault(
+        "GET", r"^/api/orders/changes$", 403, error_code="invalid-token-no-rights", message="No rights."
+    )
+
+    job = run_changes(mirrored_shop, "orders")
+
+    assert (job.status, job.error) == ("failed", "HTTP 403 invalid-token-no-rights No rights.")
+    assert cursor_of(mirrored_shop, "orders") == cursor_before

@@ -6,16 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections, transaction
 
 from installations import services as installation_services
 from sync import services
-from sync.models import Order, OrderItem, SyncCursor
+from sync.models import Order, OrderItem, SyncCursor, SyncJob
 from tests.conftest import install_via_fake
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import finished_snapshot, mirrored, shoptet_documents
@@ -98,3 +99,40 @@ def test_a_worker_killed_mid_import_leaves_nothing_and_the_redelivery_completes(
     assert Order.objects.filter(installation=shop).count() == 2500
     assert OrderItem.objects.filter(installation=shop).count() == sum(len(o["items"]) for o in orders.values())
     assert mirrored(shop, "orders") == shoptet_documents(fake_shoptet, shop, "orders")
+
+
+def test_a_second_import_of_a_job_being_imported_skips_at_once(
+    fake_shoptet: FakeShoptet,
+) -> None:
+    """A redelivered task, a poll and job:finished may all start the import; only the first one works."""
+    fake_shoptet.never_finish_jobs = True
+    shop = install_via_fake(fake_shoptet, 700003, orders=3, invoices=0)
+    installation_services.onboard(installation=shop)
+    job = finished_snapshot(fake_shoptet, shop, "orders")
+    SyncJob.objects.filter(pk=job.pk).update(status="importing")
+    holding = threading.Event()
+    release = threading.Event()
+
+    def first_import_holding_the_lock() -> None:
+        try:
+            with transaction.atomic():
+                SyncJob.objects.select_for_update().get(pk=job.pk)
+                holding.set()
+                release.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=first_import_holding_the_lock)
+    first.start()
+    holding.wait(timeout=10)
+    started = time.monotonic()
+    try:
+        second = services.import_snapshot(job=job)
+    finally:
+        release.set()
+        first.join()
+
+    assert time.monotonic() - started < 5
+    assert second.status == "importing"
+    assert fake_shoptet.request_count("GET", r"/api-results/") == 0
+    assert Order.objects.filter(installation=shop).count() == 0

@@ -258,3 +258,19 @@ def test_an_event_during_a_fetch_makes_another_fetch(onboarded: Installation, fa
     assert (order.paid, order.change_time) == (True, datetime.strptime(updated["changeTime"], "%Y-%m-%dT%H:%M:%S%z"))
     assert order.data == fake.order_detail(onboarded.eshop_id, code, ("notes", "shippingDetails"))
     assert detail_requests(fake, "orders", code) == 2
+
+
+def test_a_refresh_shoptet_refuses_for_good_is_dropped(
+    mirrored_shop: Installation, jobs_on_demand: FakeShoptet
+) -> None:
+    fake = jobs_on_demand
+    refused, fine = sorted(fake.eshops[mirrored_shop.eshop_id].orders)[:2]
+    before = Order.objects.get(installation=mirrored_shop, code=refused).data
+    services.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[refused, fine])
+    fake.add_fault("GET", rf"^/api/orders/{refused}$", 403, error_code="invalid-token-no-rights", times=5)
+
+    outcome = services.refresh_pending(installation=mirrored_shop, resource=ORDERS)
+
+    assert outcome.counts == {"failed": 1, "imported": 1}
+    assert not RefreshRequest.objects.exists()
+    assert Order.objects.get(installation=mirrored_shop, code=refused).data == before

@@ -1,0 +1,100 @@
+"""No query per row: every changelist takes the same number of queries for two tenants as for four."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django.contrib import admin
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+
+from installations import services as installation_services
+from installations.models import AddonSettings, Installation, SettingsChange
+from tests.api.conftest import SLASHED, add_deliveries, add_jobs, mirror
+from tests.conftest import install_via_fake
+from tests.fakes.shoptet import FakeShoptet
+from webhooks.models import RegistrationDrift
+
+pytestmark = pytest.mark.django_db
+
+MOST_QUERIES = 15
+
+
+def add_everything_else(installation: Installation, user: Any, number: int) -> None:
+    """A row for each admin list that the tenants' fixture does not fill."""
+    AddonSettings.objects.create(installation=installation, notification_email=f"ops{number}@example.com")
+    SettingsChange.objects.create(installation=installation, field="sync_orders", admin_email=f"a{number}@example.com")
+    RegistrationDrift.objects.create(installation=installation, missing=["order:create"])
+    LogEntry.objects.log_actions(user_id=user.pk, queryset=[installation], action_flag=CHANGE, change_message="x")
+    staff = type(user).objects.create_user(f"staff{number}", password="unused-password-10", is_staff=True)
+    Token.objects.create(user=staff)
+    Group.objects.create(name=f"group {number}")
+    AccessAttempt.objects.create(username=f"staff{number}", ip_address="192.0.2.1", failures_since_start=1)
+    AccessLog.objects.create(username=f"staff{number}", ip_address="192.0.2.1")
+    AccessFailureLog.objects.create(username=f"staff{number}", ip_address="192.0.2.1")
+
+
+def changelists() -> list[str]:
+    return [reverse("admin:index")] + [
+        reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist") for model in admin.site._registry
+    ]
+
+
+def query_counts(client: Client) -> dict[str, int]:
+    counts = {}
+    for url in changelists():
+        client.get(url)  # warm the session and content type caches
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(url)
+        assert response.status_code == 200, url
+        counts[url] = len(queries.captured_queries)
+    return counts
+
+
+def test_every_changelist_takes_the_same_queries_for_more_rows(
+    admin_client: Client, admin_user: Any, tenants: tuple[Installation, Installation], fake_shoptet: FakeShoptet
+) -> None:
+    for number, tenant in enumerate(tenants):
+        add_everything_else(tenant, admin_user, number)
+    two_tenants = query_counts(admin_client)
+
+    for number, eshop_id in enumerate((400001, 400002), start=2):
+        tenant = install_via_fake(fake_shoptet, eshop_id, orders=4, invoices=3)
+        installation_services.onboard(installation=tenant)
+        fake_shoptet.create_order(eshop_id, code=SLASHED, webhook=False)
+        mirror(fake_shoptet, tenant)
+        add_jobs(tenant)
+        add_deliveries(tenant)
+        add_everything_else(tenant, admin_user, number)
+    four_tenants = query_counts(admin_client)
+
+    assert four_tenants == two_tenants
+    assert max(four_tenants.values()) <= MOST_QUERIES, four_tenants
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/installations/installation/",
+        "/admin/webhooks/webhookdelivery/",
+        "/admin/sync/order/",
+        "/admin/sync/invoice/",
+        "/admin/sync/syncjob/",
+    ],
+)
+def test_the_busiest_lists_stay_within_a_few_queries(
+    admin_client: Client, tenants: tuple[Installation, Installation], django_assert_max_num_queries, url: str
+) -> None:
+    admin_client.get(url)
+
+    with django_assert_max_num_queries(MOST_QUERIES):
+        response = admin_client.get(url)
+
+    assert len(response.context["cl"].result_list) >= 2
