@@ -53,10 +53,10 @@ def empty_cache() -> Iterator[None]:
     cache.clear()
 
 
-def install_via_fake(fake: FakeShoptet, eshop_id: int, **eshop_options: int) -> Installation:
+def install_via_fake(fake: FakeShoptet, eshop_id: int, *, orders: int = 0, invoices: int = 0) -> Installation:
     """Install an e-shop exactly as Shoptet does: a fresh code, exchanged by the install service."""
     if eshop_id not in fake.eshops:
-        fake.add_eshop(eshop_id, **eshop_options)
+        fake.add_eshop(eshop_id, orders=orders, invoices=invoices)
     code = fake.issue_install_code(eshop_id, redirect_uri=tokens.install_redirect_uri())
     return services.install(code=code).installation
 

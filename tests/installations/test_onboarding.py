@@ -159,9 +159,9 @@ def test_relay_claims_pending_installs_once(installation: Installation, other_in
 
     assert sorted(claimed) == sorted([installation.pk, other_installation.pk])
     assert services.claim_pending_onboarding(stale_after=timedelta(hours=2)) == []
-    Installation.objects.filter(pk=installation.pk).update(
-        onboarding_enqueued_at=Installation.objects.get(pk=installation.pk).onboarding_enqueued_at - timedelta(hours=3)
-    )
+    enqueued_at = Installation.objects.get(pk=installation.pk).onboarding_enqueued_at
+    assert enqueued_at is not None
+    Installation.objects.filter(pk=installation.pk).update(onboarding_enqueued_at=enqueued_at - timedelta(hours=3))
     assert services.claim_pending_onboarding(stale_after=timedelta(hours=2)) == [installation.pk]
 
 
