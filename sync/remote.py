@@ -151,6 +151,7 @@ class _RawStream:
         self.response = response
 
     def read(self, size: int = -1) -> bytes:
+        # Never the whole body at once, even when asked for "all": the file may be gigabytes.
         try:
             data: bytes = self.response.raw.read(CHUNK_SIZE if size is None or size < 0 else size)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
