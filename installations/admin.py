@@ -61,37 +61,32 @@ class StartSyncForm(forms.Form):
     mode = forms.ChoiceField(choices=SyncJob.Mode.choices)
 
 
-class StatusChangeInline(admin.TabularInline[StatusChange, Installation]):
-    model = StatusChange
+class ReadOnlyInline(admin.TabularInline):
+    """History shown on the installation page: written by the platform, never edited by hand."""
+
     extra = 0
     can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class StatusChangeInline(ReadOnlyInline):
+    model = StatusChange
     fields = readonly_fields = ("created_at", "from_status", "to_status", "cause")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-
-class WebhookRegistrationInline(admin.TabularInline[WebhookRegistration, Installation]):
+class WebhookRegistrationInline(ReadOnlyInline):
     model = WebhookRegistration
-    extra = 0
-    can_delete = False
     fields = readonly_fields = ("event", "url", "shoptet_id", "updated_at")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-
-class RegistrationDriftInline(admin.TabularInline[RegistrationDrift, Installation]):
+class RegistrationDriftInline(ReadOnlyInline):
     """What the registration watchdog found wrong at Shoptet and repaired, newest first."""
 
     model = RegistrationDrift
-    extra = 0
-    can_delete = False
     verbose_name_plural = "webhook registration drift"
     fields = readonly_fields = ("detected_at", "missing", "wrong_url", "strays", "repaired", "error")
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Installation)
