@@ -8,12 +8,13 @@ each record logged inside carries `eshop_id` without every task having to rememb
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from contextvars import Token
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import task_postrun, task_prerun
+from celery.signals import after_setup_logger, task_postrun, task_prerun
 
 from config import logs
 
@@ -24,6 +25,19 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 _bindings: dict[str, Token[int | None]] = {}
+
+
+@after_setup_logger.connect
+def hide_periodic_ticks(logger: logging.Logger, **_: Any) -> None:
+    """Beat's relays tick every few seconds; their routine lines stay out of the worker's and beat's output."""
+    from django.conf import settings
+
+    tick_filter = logs.PeriodicTickFilter(
+        {str(entry["task"]) for entry in settings.CELERY_BEAT_SCHEDULE.values()},
+        show_ticks=settings.LOG_PERIODIC_TASKS,
+    )
+    for handler in logger.handlers:
+        handler.addFilter(tick_filter)
 
 
 def eshop_of_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:

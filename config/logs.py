@@ -80,3 +80,29 @@ class JsonLineFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = mask_credentials(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=str)
+
+
+# Celery's loggers that write one INFO line per task sent, received or finished.
+_TASK_LIFECYCLE_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+
+class PeriodicTickFilter(logging.Filter):
+    """Drops the INFO lines of beat's periodic ticks (sent, received, succeeded), so a terminal shows events.
+
+    The relays run every few seconds; their lines would bury the install, the webhook and the job that a
+    reader is watching for. Warnings and errors of the same tasks pass, and so does everything when the
+    root logger is at DEBUG (`-l debug`) or `show_ticks` is set (LOG_PERIODIC_TASKS=1).
+    """
+
+    def __init__(self, task_names: set[str], *, show_ticks: bool = False) -> None:
+        super().__init__()
+        self.task_names = task_names
+        self.show_ticks = show_ticks
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.show_ticks or record.levelno != logging.INFO or not record.name.startswith(_TASK_LIFECYCLE_LOGGERS):
+            return True
+        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in self.task_names)

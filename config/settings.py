@@ -301,6 +301,8 @@ CELERY_TASK_ROUTES = {
 # Publishing must never hang a request: a broker that does not answer fails fast, and the
 # outbox relays in beat pick the work up later.
 CELERY_TASK_PUBLISH_RETRY = False
+# Beat's periodic tasks log a line each when sent, received and finished; off unless asked for (or `-l debug`).
+LOG_PERIODIC_TASKS: bool = env.bool("LOG_PERIODIC_TASKS", default=False)
 CELERY_BEAT_SCHEDULE = {
     # The install callback only writes the database; this relay enqueues the onboarding.
     "relay-pending-onboarding": {
