@@ -39,7 +39,7 @@ from tests.test_make_run import free_ports
 pytestmark = pytest.mark.smoke
 
 ESHOP_ID = 777001
-DATABASE = "deployment_stage"
+MAKE_RUN_ESHOP_ID = 777002
 REDIS_DB = 7
 IMPORT_EVERY_MODULE = """
 import importlib, json, os, pkgutil, django
@@ -61,18 +61,18 @@ def services_url(variable: str) -> str:
     return value
 
 
-def fresh_database() -> str:
+def fresh_database(name: str) -> str:
     """A database of its own on the throwaway server, so the suite's test database stays untouched."""
     url = urllib.parse.urlsplit(services_url("DATABASE_URL"))
     with psycopg.connect(url._replace(scheme="postgresql").geturl(), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}"')
-        connection.execute(f'CREATE DATABASE "{DATABASE}"')
-    return url._replace(path=f"/{DATABASE}").geturl()
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return url._replace(path=f"/{name}").geturl()
 
 
-def fresh_redis() -> str:
+def fresh_redis(db: int) -> str:
     url = urllib.parse.urlsplit(services_url("REDIS_URL"))
-    stage_url = url._replace(path=f"/{REDIS_DB}").geturl()
+    stage_url = url._replace(path=f"/{db}").geturl()
     redis.Redis.from_url(stage_url).flushdb()
     return stage_url
 
@@ -100,8 +100,8 @@ def stage(tmp_path_factory: pytest.TempPathFactory, fake: FakeShoptet) -> Iterat
         "TMPDIR": str(base),
         "PORT": str(web_port),
         # What a partner's .env holds in production.
-        "DATABASE_URL": fresh_database(),
-        "REDIS_URL": fresh_redis(),
+        "DATABASE_URL": fresh_database("deployment_stage"),
+        "REDIS_URL": fresh_redis(REDIS_DB),
         "SECRET_KEY": secrets.token_urlsafe(50),
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -165,6 +165,41 @@ def test_the_compose_services_install_onboard_process_a_webhook_and_import_a_sna
     finally:
         exit_codes = deployment.stop()
     assert exit_codes == dict.fromkeys(exit_codes, 0), exit_codes
+
+
+def test_make_run_in_production_mode_serves_and_processes_from_the_runtime_virtualenv(
+    stage: dict[str, object], fake: FakeShoptet
+) -> None:
+    """`make run` with PostgreSQL and Redis set: scripts/run.py, run by the runtime virtualenv's Python."""
+    app, stage_env, logs = stage["app"], stage["env"], stage["logs"]
+    assert isinstance(app, Path) and isinstance(stage_env, dict) and isinstance(logs, Path)
+    env = {**stage_env, "DATABASE_URL": fresh_database("deployment_make_run"), "REDIS_URL": fresh_redis(REDIS_DB + 1)}
+    deployment = Deployment(app, env, logs)
+    try:
+        supervisor = deployment.start("make-run", ["python", "scripts/run.py"])
+        platform = env["PUBLIC_URL"]
+        wait_until(lambda: http("GET", f"{platform}/healthz")[0] == 200, "a healthy /healthz", deployment, timeout=120)
+        token = staff_token(app, env)
+        install_and_receive_an_order(platform, token, fake, deployment, MAKE_RUN_ESHOP_ID)
+        assert "relay_deliveries[" not in supervisor.log.read_text(errors="replace")
+    finally:
+        exit_codes = deployment.stop()
+    assert exit_codes == {"make-run": 0}
+
+
+def install_and_receive_an_order(
+    platform: str, token: str, fake: FakeShoptet, deployment: Deployment, eshop_id: int
+) -> None:
+    api = f"{platform}/api/v1/installations/{eshop_id}"
+    fake.add_eshop(eshop_id, orders=2, invoices=1)
+    status, body = fake.install(eshop_id, f"{platform}/shoptet/install/")
+    assert status == 200, body
+    wait_until(
+        lambda: bool(http("GET", f"{api}/", token=token)[1].get("webhooks_registered")), "onboarding", deployment
+    )
+    code = fake.create_order(eshop_id)
+    order_url = f"{api}/orders/{urllib.parse.quote(code, safe='')}/"
+    wait_until(lambda: http("GET", order_url, token=token)[0] == 200, "the webhook's order row", deployment)
 
 
 def staff_token(app: Path, env: dict[str, str]) -> str:
