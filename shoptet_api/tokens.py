@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -22,19 +23,28 @@ from django.db import transaction
 from config import metrics
 from config.logs import bound_eshop
 from installations import encryption
-from shoptet_api.errors import AddonNotInstalled, AddonSuspended, OAuthError, TransportError
+from shoptet_api.errors import AddonNotInstalled, AddonSuspended, MaximumTokensReached, OAuthError, TransportError
 
 if TYPE_CHECKING:
     from installations.models import Installation
 
 logger = logging.getLogger(__name__)
 
-# Refresh this long before Shoptet's expiry so that no request leaves with a token about to die.
-REFRESH_MARGIN_SECONDS = 300
+# A token is replaced this long before Shoptet's expiry, so that no request leaves with a token about to
+# die: a fifth of its lifetime, at most 5 minutes. A fixed margin longer than a short lifetime (Shoptet
+# may hand out any `expires_in`) would make every call mint a token.
+REFRESH_MARGIN_SHARE = 0.2
+REFRESH_MARGIN_CAP_SECONDS = 300.0
+# A token this close to its expiry is not handed out even while the e-shop is at its 5-token cap.
+LAST_USE_SECONDS = 0.5
+# At the cap (`maximum_tokens_reached`) wait this long at most for a token: the cached one, another worker's
+# new one, or a free slot once the oldest token expires. Then the caller's task retries.
+WAIT_AT_CAP_SECONDS = 60.0
 MINT_TIMEOUT_SECONDS = 10.0
 # The lock outlives a mint that hangs until its timeout; a dead minter frees it when it expires.
 MINT_LOCK_SECONDS = int(MINT_TIMEOUT_SECONDS) + 5
-WAIT_FOR_MINT_SECONDS = MINT_LOCK_SECONDS + 5
+# A waiter outlasts a minter that sits at the token cap for its whole bounded wait.
+WAIT_FOR_MINT_SECONDS = WAIT_AT_CAP_SECONDS + MINT_LOCK_SECONDS + 5
 
 
 @dataclass(frozen=True)
@@ -47,14 +57,25 @@ class Grant:
     contact_email: str
 
 
+def refresh_margin(lifetime: float) -> float:
+    return min(REFRESH_MARGIN_CAP_SECONDS, lifetime * REFRESH_MARGIN_SHARE)
+
+
 @dataclass(frozen=True)
 class AccessToken:
     value: str
     expires_at: float
+    lifetime: float
 
     @property
     def fresh(self) -> bool:
-        return self.expires_at - time.time() > REFRESH_MARGIN_SECONDS
+        """Still far enough from its expiry to be used without minting its successor."""
+        return self.expires_at - time.time() > refresh_margin(self.lifetime)
+
+    @property
+    def usable(self) -> bool:
+        """Still valid for a request that leaves now."""
+        return self.expires_at - time.time() > LAST_USE_SECONDS
 
 
 def partner_oauth_url(action: str) -> str:
@@ -141,14 +162,17 @@ def cached_token(installation: Installation) -> AccessToken | None:
         return None
     try:
         data = json.loads(encryption.decrypt(stored))
-        return AccessToken(value=data["value"], expires_at=float(data["expires_at"]))
+        return AccessToken(value=data["value"], expires_at=float(data["expires_at"]), lifetime=float(data["lifetime"]))
     except (encryption.UndecryptableSecret, ValueError, KeyError, TypeError):
         return None
 
 
 def _store(installation: Installation, token: AccessToken) -> None:
-    stored = encryption.encrypt(json.dumps({"value": token.value, "expires_at": token.expires_at}))
-    ttl = max(1, int(token.expires_at - time.time() - REFRESH_MARGIN_SECONDS))
+    stored = encryption.encrypt(
+        json.dumps({"value": token.value, "expires_at": token.expires_at, "lifetime": token.lifetime})
+    )
+    # Kept until Shoptet's expiry, not the refresh margin: at the 5-token cap it is still worth using.
+    ttl = max(1, math.ceil(token.expires_at - time.time()))
     cache.set(_token_key(installation), stored, timeout=ttl)
 
 
@@ -171,6 +195,9 @@ def _get_access_token(installation: Installation) -> str:
             finally:
                 if cache.get(_lock_key(installation)) == owner:
                     cache.delete(_lock_key(installation))
+        if token and token.usable:
+            # Another worker is minting its successor; this one is still valid for a request now.
+            return token.value
         if time.monotonic() > deadline:
             raise TransportError(f"no API token for e-shop {installation.eshop_id}: another worker's mint hangs")
         time.sleep(0.05 + random.random() * 0.05)  # noqa: S311 - jitter
@@ -181,9 +208,41 @@ def _mint_unless_fresh(installation: Installation) -> str:
     token = cached_token(installation)
     if token and token.fresh:
         return token.value
-    token = mint_access_token(installation)
+    try:
+        token = mint_access_token(installation)
+    except MaximumTokensReached:
+        return _wait_at_cap(installation)
     _store(installation, token)
     return token.value
+
+
+def _wait_at_cap(installation: Installation) -> str:
+    """Shoptet has 5 valid tokens for this e-shop: use one that is still valid, or mint once one expires.
+
+    Runs under the mint lock, so the other workers keep using the cached token meanwhile instead of
+    asking Shoptet too. Bounded: past WAIT_AT_CAP_SECONDS the refusal goes to the caller, whose task
+    retries it as a transient error.
+    """
+    metrics.increment("shoptet_api_token_cap_waits")
+    logger.warning("shoptet api token cap reached eshop_id=%s; waiting for a token", installation.eshop_id)
+    deadline = time.monotonic() + WAIT_AT_CAP_SECONDS
+    pause = 0.25
+    while True:
+        token = cached_token(installation)
+        if token and token.usable:
+            return token.value
+        # Still ours: the waiting workers must not all turn to Shoptet as soon as the lock would lapse.
+        cache.touch(_lock_key(installation), MINT_LOCK_SECONDS)
+        time.sleep(pause + random.random() * pause)  # noqa: S311 - jitter
+        pause = min(pause * 2, 5.0)
+        try:
+            token = mint_access_token(installation)
+        except MaximumTokensReached:
+            if time.monotonic() > deadline:
+                raise
+            continue
+        _store(installation, token)
+        return token.value
 
 
 def discard_access_token(installation: Installation, value: str) -> None:
@@ -220,7 +279,7 @@ def mint_access_token(installation: Installation) -> AccessToken:
     expires_in = _expires_in(body.get("expires_in"))
     metrics.increment("shoptet_api_tokens_minted")
     logger.info("shoptet api token minted eshop_id=%s expires_in=%s", installation.eshop_id, expires_in)
-    return AccessToken(value=str(body["access_token"]), expires_at=started + expires_in)
+    return AccessToken(value=str(body["access_token"]), expires_at=started + expires_in, lifetime=expires_in)
 
 
 def _json_body(response: requests.Response) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connections
 
+from config import metrics
 from installations.models import Installation
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
@@ -23,13 +25,59 @@ def test_token_is_cached_and_reused(installation: Installation, fake_shoptet: Fa
     assert fake_shoptet.stats(installation.eshop_id)["tokens_minted"] == 1
 
 
-def test_token_near_expiry_is_replaced(installation: Installation, fake_shoptet: FakeShoptet) -> None:
-    fake_shoptet.token_ttl = tokens.REFRESH_MARGIN_SECONDS - 1
+@pytest.mark.parametrize(("lifetime", "margin"), [(5, 1.0), (60, 12.0), (1800, 300.0), (86400, 300.0)])
+def test_the_refresh_margin_scales_with_the_token_s_lifetime(lifetime: float, margin: float) -> None:
+    assert tokens.refresh_margin(lifetime) == margin
+
+
+def test_a_short_lived_token_is_reused_until_its_margin_then_replaced(
+    installation: Installation, fake_shoptet: FakeShoptet
+) -> None:
+    fake_shoptet.token_ttl = 2
     short_lived = tokens.get_access_token(installation)
-    fake_shoptet.token_ttl = 1800
+    assert tokens.get_access_token(installation) == short_lived
+
+    time.sleep(2 - tokens.refresh_margin(2) + 0.1)
 
     assert tokens.get_access_token(installation) != short_lived
     assert fake_shoptet.stats(installation.eshop_id)["tokens_minted"] == 2
+
+
+def test_at_the_token_cap_the_client_waits_for_a_free_slot_instead_of_failing(
+    installation: Installation, fake_shoptet: FakeShoptet
+) -> None:
+    eshop = fake_shoptet.eshops[installation.eshop_id]
+    fake_shoptet.token_ttl = 2
+    for _ in range(fake_shoptet.max_api_tokens):
+        tokens.forget_access_tokens(installation)
+        tokens.get_access_token(installation)
+    tokens.forget_access_tokens(installation)
+    fake_shoptet.token_ttl = 1800
+    waits_before = metrics.snapshot("shoptet_api_token_cap_waits")
+    started = time.monotonic()
+
+    token = tokens.get_access_token(installation)
+
+    assert token in eshop.api_tokens
+    assert 1 < time.monotonic() - started < 10
+    assert fake_shoptet.stats(installation.eshop_id)["max_valid_tokens"] == fake_shoptet.max_api_tokens
+    assert sum(metrics.snapshot("shoptet_api_token_cap_waits").values()) == sum(waits_before.values()) + 1
+
+
+def test_at_the_token_cap_a_still_valid_cached_token_is_used(
+    installation: Installation, fake_shoptet: FakeShoptet
+) -> None:
+    fake_shoptet.token_ttl = 20
+    for _ in range(fake_shoptet.max_api_tokens):
+        tokens.forget_access_tokens(installation)
+        last = tokens.get_access_token(installation)
+    # Past its refresh margin (a fifth of 20 s) but valid: minting is refused, so the cached one serves.
+    cached = tokens.cached_token(installation)
+    assert cached is not None
+    tokens._store(installation, tokens.AccessToken(cached.value, time.time() + 3, lifetime=20))
+
+    assert tokens.get_access_token(installation) == last
+    assert fake_shoptet.stats(installation.eshop_id)["tokens_minted"] == fake_shoptet.max_api_tokens
 
 
 def test_tokens_are_per_eshop(
