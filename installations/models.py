@@ -67,24 +67,44 @@ class Installation(models.Model):
         return self.status == self.Status.ACTIVE
 
     def transition_to(self, status: str, *, cause: str) -> bool:
-        """Move to `status`, stamp its time and write the history row; False when already there."""
+        """Move to `status`, stamp its time and write the history row; False when already there.
+
+        The stamps describe the current state: those of states the installation has left are cleared
+        (a reinstall clears `uninstalled_at`), the status history keeps the past.
+        """
         if self.status == status:
             return False
         moment = now()
         previous = self.status
         self.status = status
         self.status_changed_at = moment
-        stamped = {
-            self.Status.ACTIVE: "installed_at",
-            self.Status.SUSPENDED: "suspended_at",
-            self.Status.UNINSTALLED: "uninstalled_at",
-            self.Status.TERMINATED: "terminated_at",
-        }[self.Status(status)]
+        stamped = STAMP_OF[status]
         if status != self.Status.ACTIVE or previous != self.Status.SUSPENDED:
-            setattr(self, stamped, moment)
-        self.save(update_fields=["status", "status_changed_at", stamped, "updated_at"])
+            setattr(self, stamped, moment)  # an approval continues the installation, it starts none
+        cleared = [name for name in STATE_STAMPS if name not in STAMPS_KEPT[status]]
+        for name in cleared:
+            setattr(self, name, None)
+        self.save(update_fields=["status", "status_changed_at", stamped, *cleared, "updated_at"])
         StatusChange.objects.create(installation=self, from_status=previous, to_status=status, cause=cause)
         return True
+
+
+# When the installation entered each status: `installed_at` is when the current installation began.
+STAMP_OF: dict[str, str] = {
+    Installation.Status.ACTIVE: "installed_at",
+    Installation.Status.SUSPENDED: "suspended_at",
+    Installation.Status.UNINSTALLED: "uninstalled_at",
+    Installation.Status.TERMINATED: "terminated_at",
+}
+STATE_STAMPS = ("suspended_at", "uninstalled_at", "terminated_at")
+# The stamps that still describe each status. A terminated e-shop that had been uninstalled is still
+# uninstalled; a suspension ends with the uninstall or termination that follows it.
+STAMPS_KEPT: dict[str, tuple[str, ...]] = {
+    Installation.Status.ACTIVE: (),
+    Installation.Status.SUSPENDED: ("suspended_at",),
+    Installation.Status.UNINSTALLED: ("uninstalled_at",),
+    Installation.Status.TERMINATED: ("uninstalled_at", "terminated_at"),
+}
 
 
 class StatusChange(models.Model):

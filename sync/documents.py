@@ -1,8 +1,9 @@
 """Shoptet's order and invoice objects turned into column values, and what differs between the two resources.
 
 Shoptet sends prices as strings with two decimals, amounts with three, times as `2024-01-08T15:13:39+0100`
-and dates as `YYYY-MM-DD`; a value that does not parse is stored as null (the full object is kept in
-`data` anyway) instead of failing the whole import.
+and dates as `YYYY-MM-DD`. A document column says what Shoptet says: null where the object has null or
+no value at all. A value that does not parse is stored as null too (the full object is kept in `data`
+anyway) instead of failing the whole import.
 """
 
 from __future__ import annotations
@@ -68,8 +69,13 @@ def integer(value: Any, bits: int = 64) -> int | None:
     return value if -bound <= value < bound else None
 
 
-def text(value: Any, length: int) -> str:
-    return value[:length] if isinstance(value, str) else ""
+def text(value: Any, length: int) -> str | None:
+    return value[:length] if isinstance(value, str) else None
+
+
+def item_text(value: Any, length: int) -> str:
+    """An item's text column: items are not part of the REST interface and keep `""` for a missing value."""
+    return text(value, length) or ""
 
 
 def boolean(value: Any) -> bool | None:
@@ -103,8 +109,12 @@ def _totals(document: dict[str, Any]) -> dict[str, Any]:
         "paid": boolean(document.get("paid")),
         "creation_time": moment(document.get("creationTime")),
         "change_time": moment(document.get("changeTime")),
-        "item_count": len(_items(document)),
+        "item_count": _item_count(document),
     }
+
+
+def _item_count(document: dict[str, Any]) -> int | None:
+    return len(_items(document)) if isinstance(document.get("items"), list) else None
 
 
 def _items(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,9 +161,9 @@ def item_fields(item: dict[str, Any], position: int) -> dict[str, Any]:
     return {
         "position": position,
         "item_id": integer(item.get("itemId")),
-        "item_type": text(item.get("itemType"), 64),
-        "code": text(item.get("code"), 255),
-        "name": text(item.get("name"), 255),
+        "item_type": item_text(item.get("itemType"), 64),
+        "code": item_text(item.get("code"), 255),
+        "name": item_text(item.get("name"), 255),
         "amount": decimal(item.get("amount")),
         "unit_price_with_vat": decimal(unit_price.get("withVat")),
         "total_price_with_vat": decimal(item_price.get("withVat")),

@@ -15,25 +15,34 @@ def _price() -> models.DecimalField:
     return models.DecimalField(max_digits=20, decimal_places=2, null=True, blank=True)
 
 
+def _mirrored_text(max_length: int) -> models.CharField:
+    # Django's convention of `""` for "no text" would lose what Shoptet says: a mirror must tell its null
+    # (an invoice without an order) from an empty string.
+    return models.CharField(max_length=max_length, null=True, blank=True)
+
+
 def _newest_first(name: str) -> models.Index:
     """The REST API's list order: newest first."""
     return models.Index(fields=["installation", "-creation_time", "-id"], name=name)
 
 
 class Document(models.Model):
-    """What orders and invoices share: the tenant, Shoptet's code, totals, times and the full object."""
+    """What orders and invoices share: the tenant, Shoptet's code, totals, times and the full object.
+
+    A column mirrors Shoptet's value: null where Shoptet sent null or nothing, never an invented `""` or 0.
+    """
 
     # The unique (installation, code) index serves every lookup by installation; no separate FK index.
     installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="+", db_index=False)
     code = models.CharField(max_length=255)
-    currency = models.CharField(max_length=8, blank=True)
+    currency = _mirrored_text(8)
     total_with_vat = _price()
     total_without_vat = _price()
     to_pay = _price()
     paid = models.BooleanField(null=True, blank=True)
     creation_time = models.DateTimeField(null=True, blank=True)
     change_time = models.DateTimeField(null=True, blank=True)
-    item_count = models.PositiveIntegerField(default=0)
+    item_count = models.PositiveIntegerField(null=True, blank=True, help_text="Null when Shoptet sent no items list.")
     data = models.JSONField(help_text="The full Shoptet object as last fetched.")
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="When Shoptet confirmed the deletion.")
     synced_at = models.DateTimeField()
@@ -56,10 +65,10 @@ class Document(models.Model):
 
 
 class Order(Document):
-    guid = models.CharField(max_length=64, blank=True)
+    guid = _mirrored_text(64)
     status_id = models.IntegerField(null=True, blank=True)
-    status_name = models.CharField(max_length=255, blank=True)
-    email = models.CharField(max_length=254, blank=True)
+    status_name = _mirrored_text(255)
+    email = _mirrored_text(254)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["installation", "code"], name="sync_order_unique_code")]
@@ -67,12 +76,12 @@ class Order(Document):
 
 
 class Invoice(Document):
-    order_code = models.CharField(max_length=255, blank=True)
+    order_code = _mirrored_text(255)
     is_valid = models.BooleanField(null=True, blank=True)
     var_symbol = models.BigIntegerField(null=True, blank=True)
     billing_method_id = models.IntegerField(null=True, blank=True, help_text="1 COD, 2 wire transfer, 3 cash, 4 card")
-    billing_method_name = models.CharField(max_length=64, blank=True)
-    vat_mode = models.CharField(max_length=64, blank=True)
+    billing_method_name = _mirrored_text(64)
+    vat_mode = _mirrored_text(64)
     due_date = models.DateField(null=True, blank=True)
     tax_date = models.DateField(null=True, blank=True)
 

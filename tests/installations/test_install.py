@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 from django.test import Client
 
+from installations import services
 from installations.models import Installation, InstallAttempt, StatusChange
 from shoptet_api import tokens
-from tests.conftest import ESHOP_ID, install_via_fake
+from tests.conftest import ESHOP_ID, OTHER_ESHOP_ID, install_via_fake
 from tests.fakes.shoptet import FakeShoptet
 
 pytestmark = pytest.mark.django_db
@@ -71,6 +73,99 @@ def test_reinstall_updates_the_same_row_and_reactivates(client: Client, fake_sho
         ("active", "reinstall callback"),
     ]
     assert list(InstallAttempt.objects.order_by("id").values_list("outcome", flat=True)) == ["installed", "reinstalled"]
+
+
+STATE_STAMPS = ("suspended_at", "uninstalled_at", "terminated_at")
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A time as the REST API writes it."""
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def set_stamps(installation: Installation) -> set[str]:
+    return {name for name in STATE_STAMPS if getattr(installation, name) is not None}
+
+
+def history(installation: Installation) -> list[tuple[str, str, str]]:
+    return list(installation.status_changes.order_by("id").values_list("from_status", "to_status", "cause"))
+
+
+def expected_transitions(steps: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """The history rows that the life-cycle services write for `steps`, starting from active."""
+    status_after = {"suspend": "suspended", "uninstall": "uninstalled", "terminate": "terminated"}
+    transitions, previous = [], "active"
+    for step in steps:
+        transitions.append((previous, status_after[step], f"addon:{step}"))
+        previous = status_after[step]
+    return transitions
+
+
+@pytest.mark.parametrize(
+    ("ended_by", "stamps_while_ended"),
+    [
+        (("uninstall",), {"uninstalled_at"}),
+        (("suspend", "uninstall"), {"uninstalled_at"}),
+        (("uninstall", "terminate"), {"uninstalled_at", "terminated_at"}),
+        (("suspend", "terminate"), {"terminated_at"}),
+    ],
+)
+def test_reinstall_clears_the_stamps_of_the_ended_installation(
+    client: Client,
+    staff_client: Client,
+    fake_shoptet: FakeShoptet,
+    other_installation: Installation,
+    ended_by: tuple[str, ...],
+    stamps_while_ended: set[str],
+) -> None:
+    assert client.get(INSTALL_URL, {"code": issue_code(fake_shoptet)}).status_code == 200
+    for step in ended_by:
+        getattr(services, step)(installation=Installation.objects.get(eshop_id=ESHOP_ID), cause=f"addon:{step}")
+    fake_shoptet.uninstall(ESHOP_ID, send_system_webhook=False)
+    ended = Installation.objects.get(eshop_id=ESHOP_ID)
+    assert set_stamps(ended) == stamps_while_ended
+    assert staff_client.get(f"/api/v1/installations/{ESHOP_ID}/").json()["uninstalled_at"] == iso(ended.uninstalled_at)
+    other_before = staff_client.get(f"/api/v1/installations/{OTHER_ESHOP_ID}/").json()
+
+    response = client.get(INSTALL_URL, {"code": issue_code(fake_shoptet)})
+
+    assert (response.status_code, response.json()["reinstalled"]) == (200, True)
+    installation = Installation.objects.get(eshop_id=ESHOP_ID)
+    assert set_stamps(installation) == set()
+    assert installation.installed_at == installation.status_changed_at > ended.status_changed_at
+    body = staff_client.get(f"/api/v1/installations/{ESHOP_ID}/").json()
+    assert (body["status"], body["installed_at"], body["uninstalled_at"]) == (
+        "active",
+        iso(installation.installed_at),
+        None,
+    )
+    assert history(installation) == [
+        ("", "active", "install callback"),
+        *expected_transitions(ended_by),
+        (ended.status, "active", "reinstall callback"),
+    ]
+    assert staff_client.get(f"/api/v1/installations/{OTHER_ESHOP_ID}/").json() == other_before
+
+
+def test_approval_clears_the_suspension_and_keeps_the_installation_time(
+    client: Client, staff_client: Client, fake_shoptet: FakeShoptet
+) -> None:
+    assert client.get(INSTALL_URL, {"code": issue_code(fake_shoptet)}).status_code == 200
+    services.suspend(installation=Installation.objects.get(), cause="addon:suspend")
+    suspended = Installation.objects.get()
+    assert suspended.suspended_at == suspended.status_changed_at
+
+    services.approve(installation=suspended, cause="addon:approve")
+
+    installation = Installation.objects.get()
+    assert (installation.status, set_stamps(installation)) == ("active", set())
+    assert installation.installed_at == suspended.installed_at < installation.status_changed_at
+    assert staff_client.get(f"/api/v1/installations/{ESHOP_ID}/").json()["installed_at"] == iso(suspended.installed_at)
+    assert history(installation) == [
+        ("", "active", "install callback"),
+        ("active", "suspended", "addon:suspend"),
+        ("suspended", "active", "addon:approve"),
+    ]
 
 
 def test_install_without_code_is_refused(client: Client, fake_shoptet: FakeShoptet) -> None:

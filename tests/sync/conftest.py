@@ -17,6 +17,7 @@ from sync.documents import RESOURCES, resource_named
 from sync.models import SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.fakes.shoptet.webhooks import encode, sign
+from webhooks import services as webhook_services
 
 ORDER_INCLUDE = ("notes", "shippingDetails")
 
@@ -49,6 +50,19 @@ def eager_tasks() -> Iterator[None]:
     celery_app.conf.task_eager_propagates = True
     yield
     celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture
+def process(eager_tasks: None, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+    """Process every stored delivery as the relay and the workers would, tasks included."""
+
+    def run() -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            while leaders := webhook_services.claim_due_deliveries():
+                for delivery_id in leaders:
+                    webhook_services.process_delivery(delivery_id=delivery_id)
+
+    return run
 
 
 def start_snapshot(installation: Installation, resource: str = "orders", **options: Any) -> SyncJob:

@@ -139,7 +139,7 @@ def test_invoices_list_and_detail(staff_client: Client, synced: FakeShoptet, onb
     document = expected[code]
     assert detail == {
         "code": code,
-        "order_code": document["orderCode"] or "",
+        "order_code": document["orderCode"],
         "is_valid": document["isValid"],
         "var_symbol": document["varSymbol"],
         "currency": document["price"]["currencyCode"],

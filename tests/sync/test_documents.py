@@ -24,11 +24,33 @@ def test_the_mappings_fill_exactly_the_model_columns(fake_shoptet: FakeShoptet) 
 def test_a_minimal_order() -> None:
     assert order_fields({"code": "15/ZLU"}) == {
         "code": "15/ZLU",
-        "guid": "",
+        "guid": None,
         "status_id": None,
-        "status_name": "",
-        "email": "",
-        "currency": "",
+        "status_name": None,
+        "email": None,
+        "currency": None,
+        "total_with_vat": None,
+        "total_without_vat": None,
+        "to_pay": None,
+        "paid": None,
+        "creation_time": None,
+        "change_time": None,
+        "item_count": None,
+    }
+
+
+def test_a_minimal_invoice() -> None:
+    assert INVOICES.fields({"code": "FV/2026/0002", "items": []}) == {
+        "code": "FV/2026/0002",
+        "order_code": None,
+        "is_valid": None,
+        "var_symbol": None,
+        "billing_method_id": None,
+        "billing_method_name": None,
+        "vat_mode": None,
+        "due_date": None,
+        "tax_date": None,
+        "currency": None,
         "total_with_vat": None,
         "total_without_vat": None,
         "to_pay": None,
@@ -37,6 +59,12 @@ def test_a_minimal_order() -> None:
         "change_time": None,
         "item_count": 0,
     }
+
+
+def test_empty_strings_from_shoptet_stay_empty_strings() -> None:
+    values = order_fields({"code": "15/ZLU", "guid": "", "email": "", "status": {"id": 1, "name": ""}})
+
+    assert (values["guid"], values["email"], values["status_name"]) == ("", "", "")
 
 
 def test_odd_values_become_null() -> None:
@@ -63,7 +91,7 @@ def test_odd_values_become_null() -> None:
 
     values = order_fields(document)
 
-    assert (values["status_id"], values["status_name"], values["email"]) == (None, "", "")
+    assert (values["status_id"], values["status_name"], values["email"]) == (None, None, None)
     assert (values["total_with_vat"], values["total_without_vat"], values["to_pay"]) == (None, None, None)
     assert (values["paid"], values["creation_time"], values["change_time"], values["item_count"]) == (
         None,

@@ -16,7 +16,6 @@ from sync import services
 from sync.models import Invoice, Order, RefreshRequest, SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import deliver, import_snapshot, local_state, mirrored, shoptet_documents, start_snapshot
-from webhooks import services as webhook_services
 
 pytestmark = pytest.mark.django_db
 
@@ -26,19 +25,6 @@ INVOICES = services.resource_named("invoices")
 
 def detail_requests(fake: FakeShoptet, resource: str, code: str) -> int:
     return fake.request_count("GET", rf"^/api/{resource}/{code.replace('/', '%2F')}$")
-
-
-@pytest.fixture
-def process(eager_tasks: None, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
-    """Process every stored delivery as the relay and the workers would, tasks included."""
-
-    def run() -> None:
-        with django_capture_on_commit_callbacks(execute=True):
-            while leaders := webhook_services.claim_due_deliveries():
-                for delivery_id in leaders:
-                    webhook_services.process_delivery(delivery_id=delivery_id)
-
-    return run
 
 
 @pytest.fixture

@@ -282,13 +282,20 @@ def record_change(kind: Kind, eshop: FakeEshop, code: str, when: datetime, chang
 
 
 def add_order(
-    eshop: FakeEshop, created: datetime, changed: datetime | None = None, *, code: str | None = None
+    eshop: FakeEshop,
+    created: datetime,
+    changed: datetime | None = None,
+    *,
+    code: str | None = None,
+    nulls: schema.Nulls | None = None,
 ) -> dict[str, Any]:
     order = eshop.generator.order(created)
     if code is not None:
         if code in eshop.orders:
             raise ValueError(f"order {code!r} exists already")
         order["code"] = code
+    if nulls is not None:
+        order = schema.nulled("order", order, nulls)
     if changed is not None:
         order["changeTime"] = format_datetime(changed)
     eshop.orders[order["code"]] = order
@@ -296,12 +303,16 @@ def add_order(
     return order
 
 
-def add_invoice(eshop: FakeEshop, order_code: str | None, created: datetime) -> dict[str, Any]:
+def add_invoice(
+    eshop: FakeEshop, order_code: str | None, created: datetime, *, nulls: schema.Nulls | None = None
+) -> dict[str, Any]:
     generator = eshop.generator
     if order_code is None:
         invoice = generator.standalone_invoice(created)
     else:
         invoice = generator.invoice(eshop.orders[order_code], created)
+    if nulls is not None:
+        invoice = schema.nulled("invoice", invoice, nulls)
     eshop.invoices[invoice["code"]] = invoice
     record_change(INVOICES, eshop, invoice["code"], created, "edit")
     return invoice

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from . import api, data, documents, jobs, oauth, webhooks
+from . import api, data, documents, jobs, oauth, schema, webhooks
 from .clock import Clock
 from .server import Router, make_server
 from .state import INSTALLED, SUSPENDED, UNINSTALLED, FakeEshop, Fault, State
@@ -425,10 +425,15 @@ class FakeShoptet:
                 webhooks.deliver_if_registered(self, eshop_id, event, instance)
 
     # -- data changes -------------------------------------------------------------------------------------
-    def create_order(self, eshop_id: int, *, code: str | None = None, webhook: bool = True) -> str:
-        """A new order created now (with `code` if given); sends `order:create` when registered."""
+    def create_order(
+        self, eshop_id: int, *, code: str | None = None, webhook: bool = True, nulls: schema.Nulls | None = None
+    ) -> str:
+        """A new order created now (with `code` if given); sends `order:create` when registered.
+
+        With `nulls`, every field that Shoptet's schema marks nullable is null (see `schema.nulled`).
+        """
         with self.state.lock:
-            order = documents.add_order(self.eshop(eshop_id), self.clock.now(), code=code)
+            order = documents.add_order(self.eshop(eshop_id), self.clock.now(), code=code, nulls=nulls)
         created: str = order["code"]
         self._notify(eshop_id, ["order:create"], created, webhook)
         return created
@@ -447,10 +452,20 @@ class FakeShoptet:
             documents.delete(documents.ORDERS, self.eshop(eshop_id), code, self.clock.now())
         self._notify(eshop_id, ["order:delete"], code, webhook)
 
-    def create_invoice(self, eshop_id: int, order_code: str | None = None, *, webhook: bool = True) -> str:
-        """A new invoice for `order_code` (or without an order); sends `invoice:create` when registered."""
+    def create_invoice(
+        self,
+        eshop_id: int,
+        order_code: str | None = None,
+        *,
+        webhook: bool = True,
+        nulls: schema.Nulls | None = None,
+    ) -> str:
+        """A new invoice for `order_code` (or without an order); sends `invoice:create` when registered.
+
+        With `nulls`, every field that Shoptet's schema marks nullable is null (see `schema.nulled`).
+        """
         with self.state.lock:
-            invoice = documents.add_invoice(self.eshop(eshop_id), order_code, self.clock.now())
+            invoice = documents.add_invoice(self.eshop(eshop_id), order_code, self.clock.now(), nulls=nulls)
         created: str = invoice["code"]
         self._notify(eshop_id, ["invoice:create"], created, webhook)
         return created

@@ -6,9 +6,12 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 SCHEMAS_FILE = Path(__file__).with_name("schemas.json")
+
+# How `nulled()` treats a nullable object: null as a whole ("objects"), or kept with null fields ("fields").
+Nulls = Literal["objects", "fields"]
 
 _MISSING = object()
 
@@ -142,6 +145,39 @@ def _option(node: dict[str, Any], key: str) -> dict[str, Any] | None:
     """`node` itself or its first `oneOf` alternative that has `key`."""
     options: list[dict[str, Any]] = [node, *node.get("oneOf", [])]
     return next((option for option in options if key in option), None)
+
+
+def nullable(node: dict[str, Any]) -> bool:
+    """Whether the schema allows null (`type: [..., "null"]`, a null enum value or a null `oneOf` option)."""
+    return any("null" in _types(option) for option in node.get("oneOf", [node]))
+
+
+def nulled(name: str, document: dict[str, Any], nulls: Nulls = "objects") -> dict[str, Any]:
+    """`document` with null in every field that the named schema marks nullable, at every depth.
+
+    Fields the document lacks are added as null too. With "objects" a nullable object becomes null as a
+    whole (an order without a status); with "fields" a present one stays and its own nullable fields
+    become null (a status without a name).
+    """
+    shaped: dict[str, Any] = _nulled(schema(name), document, keep_objects=nulls == "fields")
+    return shaped
+
+
+def _nulled(node: dict[str, Any], value: Any, keep_objects: bool) -> Any:
+    if isinstance(value, list):
+        option = _array_option(node)
+        return [_nulled(option["items"], item, keep_objects) for item in value] if option else value
+    option = _object_option(node) if isinstance(value, dict) else None
+    if option is None:
+        return value
+    shaped = dict(value)
+    for key, sub in option["properties"].items():
+        present = shaped.get(key)
+        if nullable(sub) and not (keep_objects and isinstance(present, dict | list)):
+            shaped[key] = None
+        elif key in shaped:
+            shaped[key] = _nulled(sub, present, keep_objects)
+    return shaped
 
 
 def default(node: dict[str, Any]) -> Any:
