@@ -774,7 +774,7 @@ def _request_due_retries(now: datetime) -> list[int]:
                 installation=cursor.installation,
                 resource=cursor.resource,
                 mode=Mode.CHANGES,
-                cause=f"retry after {cursor.failures} failed runs",
+                cause=f"automatic retry ({cursor.failures} failed in a row)",
             )
         except SyncRunning:
             continue  # the run in flight reads the same changes
