@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from installations.auth import Admin
 from installations.models import AddonSettings, Installation, SettingsChange
 from sync import services as sync_services
-from sync.models import Invoice, Order, SyncJob
+from sync.models import Invoice, Order, SyncCursor, SyncJob
 from webhooks.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class ResourceStatus:
     last_success: SyncJob | None
     running: SyncJob | None
     last_failure: SyncJob | None
+    # Set while `/changes` runs fail: when the last one did, and when it is retried.
+    changes_failure: SyncCursor | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,7 @@ def _resource_status(installation: Installation, settings_row: AddonSettings, re
         last_success=last_success,
         running=running,
         last_failure=failures.order_by("-created_at", "-id").first(),
+        changes_failure=SyncCursor.objects.filter(installation=installation, resource=resource, failures__gt=0).first(),
     )
 
 
@@ -253,7 +256,17 @@ def _problems(installation: Installation, resources: list[ResourceStatus], faile
     elif installation.onboarding_status == Installation.Onboarding.PENDING:
         problems.append(Problem(_("The connection to your e-shop is still being set up. This takes a minute.")))
     for status in resources:
-        if status.last_failure is not None:
+        if status.changes_failure is not None:
+            message = {
+                SyncJob.Resource.ORDERS: _(
+                    "Fetching changes of orders from Shoptet failed. We try again automatically."
+                ),
+                SyncJob.Resource.INVOICES: _(
+                    "Fetching changes of invoices from Shoptet failed. We try again automatically."
+                ),
+            }[SyncJob.Resource(status.resource)]
+            problems.append(Problem(message, status.changes_failure.error))
+        if status.last_failure is not None and not _retried(status):
             message = {
                 SyncJob.Resource.ORDERS: _("The last import of orders failed. Start it again below."),
                 SyncJob.Resource.INVOICES: _("The last import of invoices failed. Start it again below."),
@@ -273,6 +286,15 @@ def _problems(installation: Installation, resources: list[ResourceStatus], faile
             )
         )
     return problems
+
+
+def _retried(status: ResourceStatus) -> bool:
+    """The last failure is a `/changes` run that is retried automatically: nothing for the admin to start."""
+    return (
+        status.changes_failure is not None
+        and status.last_failure is not None
+        and (status.last_failure.mode == SyncJob.Mode.CHANGES)
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from shoptet_api import tokens
 from shoptet_api.errors import ShoptetError
 from sync import services as sync_services
 from sync import tasks as sync_tasks
-from sync.models import Invoice, Order, SyncJob
+from sync.models import Invoice, Order, SyncCursor, SyncJob
 from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
 
 SECRET_FIELDS = ("oauth_token", "webhook_signature_key", "previous_webhook_signature_key")
@@ -54,6 +54,21 @@ def badge(colour: str, text: str) -> str:
     return format_html(
         '<strong style="color:#fff;background:{};padding:2px 8px;border-radius:8px">{}</strong>', colour, text
     )
+
+
+def changes_failure(cursor: SyncCursor, installation: Installation) -> str:
+    """A failing cursor in words: "last orders changes sync failed at …, retrying at …"."""
+    assert cursor.failed_at is not None  # noqa: S101 - only failing cursors get here
+    text = f"last {cursor.resource} changes sync failed at {cursor.failed_at:%Y-%m-%d %H:%M} UTC"
+    if cursor.failures > 1:
+        text += f" ({cursor.failures} runs in a row)"
+    if cursor.retry_at is not None:
+        text += f", retrying at {cursor.retry_at:%Y-%m-%d %H:%M} UTC"
+    elif installation.is_active:
+        text += ", a retry is running"
+    else:
+        text += f", no retry while the installation is {installation.get_status_display()}"
+    return f"{text}: {cursor.error}" if cursor.error else text
 
 
 class StartSyncForm(forms.Form):
@@ -89,6 +104,14 @@ class RegistrationDriftInline(ReadOnlyInline):
     fields = readonly_fields = ("detected_at", "missing", "wrong_url", "strays", "repaired", "error")
 
 
+class SyncCursorInline(ReadOnlyInline):
+    """Where each resource's `/changes` read starts, and the failed runs being retried."""
+
+    model = SyncCursor
+    verbose_name_plural = "changes cursors"
+    fields = readonly_fields = ("resource", "changes_from", "failures", "failed_at", "retry_at", "error")
+
+
 @admin.register(Installation)
 class InstallationAdmin(admin.ModelAdmin[Installation]):
     list_display = [
@@ -120,6 +143,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
                     "signature_key_health",
                     "last_webhook_at",
                     "webhooks_health",
+                    "changes_health",
                     "data_counts",
                 ]
             },
@@ -153,6 +177,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         "signature_key_health",
         "last_webhook_at",
         "webhooks_health",
+        "changes_health",
         "data_counts",
         "status_changed_at",
         "installed_at",
@@ -162,7 +187,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         "onboarded_at",
         "signature_key_renewed_at",
     )
-    inlines = [WebhookRegistrationInline, RegistrationDriftInline, StatusChangeInline]
+    inlines = [SyncCursorInline, WebhookRegistrationInline, RegistrationDriftInline, StatusChangeInline]
     actions = ["rerun_onboarding", "renew_signature_key", "refresh_identity", "start_sync"]
     change_list_template = "admin/installations/installation/change_list.html"
     change_form_template = "admin/installations/installation/change_form.html"
@@ -264,6 +289,13 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         if getattr(installation, "drift_unrepaired", None):
             parts.append("the last drift found was not repaired (see below)")
         return "; ".join(parts)
+
+    @admin.display(description="changes sync")
+    def changes_health(self, installation: Installation) -> str:
+        failing = installation.sync_cursors.filter(failures__gt=0).order_by("resource")
+        if not failing:
+            return "Every /changes run since the last failure completed."
+        return "; ".join(changes_failure(cursor, installation) for cursor in failing)
 
     @admin.display(description="data")
     def data_links(self, installation: Installation) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from config.admin import audit
 from installations.models import Installation
 from sync import services, tasks
-from sync.models import Document, Invoice, InvoiceItem, Order, OrderItem, SyncJob
+from sync.models import Document, Invoice, InvoiceItem, Order, OrderItem, SyncCursor, SyncJob
 
 ITEM_FIELDS = [
     "position",
@@ -229,6 +229,7 @@ class SyncJobAdmin(admin.ModelAdmin):
         "skipped",
         "deleted",
         "short_error",
+        "next_retry",
     ]
     list_filter = ["status", "resource", "mode", ("installation", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=installation__eshop_id", "=shoptet_job_id"]
@@ -258,6 +259,7 @@ class SyncJobAdmin(admin.ModelAdmin):
         "skipped",
         "deleted",
         "error",
+        "next_retry",
         "note",
         "created_at",
         "started_at",
@@ -269,6 +271,19 @@ class SyncJobAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SyncJob]:
+        # The failed `/changes` run that its cursor retries, with when: one subquery, not a query per row.
+        retried = SyncCursor.objects.filter(failed_job=OuterRef("pk")).values("retry_at")[:1]
+        jobs: QuerySet[SyncJob] = super().get_queryset(request)
+        return jobs.annotate(scheduled_retry_at=Subquery(retried))
+
+    @admin.display(description="next retry")
+    def next_retry(self, job: SyncJob) -> str:
+        retry_at = getattr(job, "scheduled_retry_at", None)
+        if retry_at is None:
+            return "—"
+        return f"retrying at {retry_at:%Y-%m-%d %H:%M} UTC"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, job: SyncJob) -> str:

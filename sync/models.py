@@ -203,20 +203,36 @@ class SyncJob(models.Model):
 
 
 class SyncCursor(models.Model):
-    """Where the next `/changes` read of one installation and resource starts."""
+    """Where the next `/changes` read of one installation and resource starts, and how the last runs went.
+
+    A failed run leaves `changes_from` where it was and schedules a retry (`retry_at`); the next run that
+    completes clears the failure.
+    """
 
     installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="sync_cursors")
     resource = models.CharField(max_length=16, choices=SyncJob.Resource.choices)
     changes_from = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveSmallIntegerField(default=0, help_text="`/changes` runs failed in a row.")
+    failed_at = models.DateTimeField(null=True, blank=True, help_text="When the last `/changes` run failed.")
+    failed_job = models.ForeignKey(SyncJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True, help_text="Why the last `/changes` run failed.")
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="When the failed run is retried.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["installation", "resource"], name="sync_cursor_unique_resource"),
         ]
+        indexes = [
+            models.Index(fields=["retry_at"], condition=Q(retry_at__isnull=False), name="sync_cursor_retry_due"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.resource} from {self.changes_from}"
+
+    @property
+    def is_failing(self) -> bool:
+        return self.failures > 0
 
 
 class RefreshRequest(models.Model):

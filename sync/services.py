@@ -3,6 +3,10 @@
 Snapshot lifecycle of a SyncJob: `requested` → Shoptet accepted the job: `running` → `job:finished`
 (or a poll) found it done: `importing` → `completed`; any step may end in `failed`. A result that
 expired before it was read starts a new Shoptet job for the same SyncJob.
+
+A `/changes` run: `requested` → `running` → `completed` or `failed`; a transient error hands it back as
+`requested` for the task's retry. A failed run leaves the cursor where it was and schedules a new run
+with backoff (`SyncCursor.retry_at`), which the relay starts; the next run that completes clears that.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
 
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -60,6 +65,11 @@ REFRESH_STALE = timedelta(minutes=2)
 STALE_REQUEST = timedelta(minutes=10)
 STALE_RUN = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + timedelta(minutes=10)
 FINISHED_JOBS_KEPT = timedelta(days=30)
+# A failed `/changes` run is run again after 1, 2, 4 … minutes, at most an hour apart, until one completes:
+# the hourly reconciliation alone would leave the mirror wrong for up to an hour after every failure.
+# No jitter: e-shops fail at their own moments, and each e-shop's calls have their own request slots.
+RETRY_FACTOR = timedelta(minutes=1)
+RETRY_MAX = timedelta(hours=1)
 
 
 class SyncError(Exception):
@@ -422,13 +432,25 @@ def _restart(job: SyncJob, reason: str) -> SyncJob:
 
 
 def sync_changes(*, job: SyncJob, progress: Callable[[int], None] | None = None) -> SyncJob:
-    """Apply every change since the cursor, then move the cursor; too old a cursor starts a snapshot instead."""
-    claimed = SyncJob.objects.filter(
-        pk=job.pk, mode=Mode.CHANGES, status__in=[Status.REQUESTED, Status.RUNNING]
-    ).update(status=Status.RUNNING, started_at=timezone.now(), updated_at=timezone.now())
+    """Apply every change since the cursor, then move the cursor; too old a cursor starts a snapshot instead.
+
+    Only a requested job is claimed, so a run never goes on in two workers at once (a redelivered task, the
+    relay and a retry); a transient failure hands the job back as requested, for the task's retry.
+    """
+    claimed = SyncJob.objects.filter(pk=job.pk, mode=Mode.CHANGES, status=Status.REQUESTED).update(
+        status=Status.RUNNING, started_at=timezone.now(), updated_at=timezone.now()
+    )
     job.refresh_from_db()
     if not claimed:
         return job
+    try:
+        return _read_changes(job, progress)
+    except TRANSIENT_ERRORS:
+        _release(job)
+        raise  # the task retries; the cursor has not moved
+
+
+def _read_changes(job: SyncJob, progress: Callable[[int], None] | None) -> SyncJob:
     installation = job.installation
     if not installation.is_active:
         return _fail(job, f"e-shop {installation.eshop_id} is {installation.status}: not synced")
@@ -448,11 +470,18 @@ def sync_changes(*, job: SyncJob, progress: Callable[[int], None] | None = None)
     try:
         counts = _apply_changes(ShoptetClient(installation), installation, resource, since, progress)
     except TRANSIENT_ERRORS:
-        raise  # the task retries; the cursor has not moved
+        raise
     except ShoptetError as error:
         return _fail(job, str(error))
     _advance_cursor(installation, resource.name, started - CURSOR_OVERLAP)
     return _complete(job, counts)
+
+
+def _release(job: SyncJob) -> None:
+    now = timezone.now()
+    SyncJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
+        status=Status.REQUESTED, enqueued_at=now, updated_at=now
+    )
 
 
 def _catch_up_snapshot(installation: Installation, resource: Resource, *, since: datetime) -> SyncJob:
@@ -716,6 +745,9 @@ def claim_due_work(*, now: datetime | None = None) -> Relay:
         else:
             relay.starts.append(pk)
     SyncJob.objects.filter(pk__in=relay.starts + relay.changes + relay.imports).update(enqueued_at=now, updated_at=now)
+    # A `/changes` run claims only a requested job; this one's worker is gone (past the task time limit).
+    SyncJob.objects.filter(pk__in=relay.changes, status=Status.RUNNING).update(status=Status.REQUESTED)
+    relay.changes += _request_due_retries(now)
     # A suspended e-shop's refreshes wait for addon:approve, which reads /changes anyway.
     stale_refreshes = RefreshRequest.objects.filter(installation__status=Installation.Status.ACTIVE).filter(
         Q(claimed_at__isnull=True, requested_at__lt=now - REFRESH_STALE) | Q(claimed_at__lt=now - REFRESH_CLAIM_TTL)
@@ -723,6 +755,31 @@ def claim_due_work(*, now: datetime | None = None) -> Relay:
     relay.refreshes = sorted(set(stale_refreshes.values_list("installation_id", "resource")))
     stale_refreshes.update(requested_at=now, claim="", claimed_at=None)
     return relay
+
+
+def _request_due_retries(now: datetime) -> list[int]:
+    """A new `/changes` run for each failed one whose retry is due; each e-shop's retry is its own job."""
+    due = (
+        SyncCursor.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("installation")
+        .filter(retry_at__lte=now, installation__status=Installation.Status.ACTIVE)
+        .order_by("retry_at", "pk")
+    )
+    jobs = []
+    for cursor in due:
+        # Taken off the schedule whatever happens next: the run's end schedules the next retry or clears it.
+        SyncCursor.objects.filter(pk=cursor.pk).update(retry_at=None)
+        try:
+            job = request_sync(
+                installation=cursor.installation,
+                resource=cursor.resource,
+                mode=Mode.CHANGES,
+                cause=f"automatic retry ({cursor.failures} failed in a row)",
+            )
+        except SyncRunning:
+            continue  # the run in flight reads the same changes
+        jobs.append(job.pk)
+    return jobs
 
 
 def prune_jobs(*, now: datetime | None = None) -> int:
@@ -740,18 +797,63 @@ def prune_jobs(*, now: datetime | None = None) -> int:
 
 
 def fail_job(*, job: SyncJob, error: str) -> SyncJob:
-    """Give up on a job (retries exhausted, time limit): it stays failed until somebody retries it."""
+    """Give up on a job (retries exhausted, time limit). A `/changes` run is retried later by a new run;
+    any other job stays failed until somebody retries it."""
     return _fail(job, error)
 
 
 def _fail(job: SyncJob, error: str) -> SyncJob:
     now = timezone.now()
-    SyncJob.objects.filter(pk=job.pk).exclude(status__in=[Status.COMPLETED, Status.FAILED]).update(
-        status=Status.FAILED, error=error[:2000], finished_at=now, next_poll_at=None, updated_at=now
+    failed = (
+        SyncJob.objects.filter(pk=job.pk)
+        .exclude(status__in=[Status.COMPLETED, Status.FAILED])
+        .update(status=Status.FAILED, error=error[:2000], finished_at=now, next_poll_at=None, updated_at=now)
     )
     job.refresh_from_db()
     logger.warning("sync job failed job=%s eshop_id=%s error=%s", job.pk, job.installation.eshop_id, error)
+    # A suspended e-shop is not retried: addon:approve reads /changes when it comes back.
+    if failed and job.mode == Mode.CHANGES and job.installation.is_active:
+        _schedule_retry(job, now)
     return job
+
+
+def retry_delay(failures: int) -> timedelta:
+    """How long after its `failures`-th failure in a row a `/changes` run is retried."""
+    seconds = get_exponential_backoff_interval(
+        factor=int(RETRY_FACTOR.total_seconds()),
+        retries=failures - 1,
+        maximum=int(RETRY_MAX.total_seconds()),
+        full_jitter=False,
+    )
+    return timedelta(seconds=seconds)
+
+
+def _schedule_retry(job: SyncJob, now: datetime) -> None:
+    """Record the failure (the cursor stays) and when the run is tried again."""
+    with transaction.atomic():
+        cursor, _ = SyncCursor.objects.select_for_update().get_or_create(
+            installation=job.installation, resource=job.resource
+        )
+        cursor.failures += 1
+        cursor.failed_at = now
+        cursor.failed_job = job
+        cursor.error = job.error
+        retry_at = now + retry_delay(cursor.failures)
+        cursor.retry_at = retry_at
+        cursor.save()
+    logger.warning(
+        "changes run retried later eshop_id=%s resource=%s failures=%s retry_at=%s",
+        job.installation.eshop_id,
+        job.resource,
+        cursor.failures,
+        retry_at.isoformat(),
+    )
+
+
+def _clear_failure(job: SyncJob) -> None:
+    SyncCursor.objects.filter(installation=job.installation, resource=job.resource, failures__gt=0).update(
+        failures=0, failed_at=None, failed_job=None, error="", retry_at=None, updated_at=timezone.now()
+    )
 
 
 def _complete(job: SyncJob, counts: ImportCounts, *, note: str = "") -> SyncJob:
@@ -761,6 +863,8 @@ def _complete(job: SyncJob, counts: ImportCounts, *, note: str = "") -> SyncJob:
     job.error = ""
     job.finished_at = timezone.now()
     job.save()
+    if job.mode == Mode.CHANGES:
+        _clear_failure(job)
     logger.info(
         "sync job completed job=%s eshop_id=%s mode=%s resource=%s received=%s imported=%s deleted=%s note=%s",
         job.pk,

@@ -65,6 +65,26 @@ def process(eager_tasks: None, django_capture_on_commit_callbacks):  # type: ign
     return run
 
 
+@pytest.fixture
+def mirrored_shop(onboarded: Installation, jobs_on_demand: FakeShoptet) -> Installation:
+    """Orders and invoices imported by a snapshot; the fake's clock then moves on a little."""
+    import_snapshot(jobs_on_demand, onboarded, "orders")
+    import_snapshot(jobs_on_demand, onboarded, "invoices")
+    jobs_on_demand.advance_time(60)
+    return onboarded
+
+
+@pytest.fixture
+def eager_retrying_tasks() -> Iterator[None]:
+    """Celery runs enqueued tasks at once, retries included (without their countdown), as a worker would:
+    a task's error ends that task, not its caller."""
+    saved = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = False
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
+
+
 def start_snapshot(installation: Installation, resource: str = "orders", **options: Any) -> SyncJob:
     """Request and start a snapshot as the task would; the fake's job is waiting to be finished."""
     job = services.request_sync(installation=installation, resource=resource, mode="snapshot", cause="test", **options)

@@ -1,4 +1,4 @@
-"""Admin: orders and invoices (filters, search, items, raw JSON), jobs (retry, start a sync)."""
+"""Admin: orders and invoices (filters, search, items, raw JSON), jobs (retry, start a sync), failing syncs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from django.test import Client
 
 from installations.models import Installation
-from sync.models import Invoice, Order, SyncJob
+from sync import services
+from sync.models import Invoice, Order, SyncCursor, SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import import_snapshot, mirrored
 
@@ -113,3 +114,35 @@ def test_a_sync_is_started_from_the_admin(
     unknown = admin_client.post("/admin/sync/syncjob/start/", {"eshop_id": 5, "resource": "orders", "mode": "changes"})
     assert "No installation has this e-shop id." in unknown.content.decode()
     assert SyncJob.objects.count() == 1
+
+
+def test_a_failing_changes_sync_shows_on_the_installation_and_job_pages(
+    admin_client: Client, synced: FakeShoptet, onboarded: Installation, other_onboarded: Installation
+) -> None:
+    synced.add_fault(
+        "GET", r"^/api/invoices/changes$", 403, error_code="invalid-token-no-rights", message="No rights.", times=2
+    )
+    job = services.sync_changes(
+        job=services.request_sync(installation=onboarded, resource="invoices", mode="changes", cause="test")
+    )
+    services.sync_changes(
+        job=services.request_sync(installation=onboarded, resource="invoices", mode="changes", cause="test")
+    )
+    cursor = SyncCursor.objects.get(installation=onboarded, resource="invoices")
+    assert cursor.failed_at is not None and cursor.retry_at is not None
+
+    page = admin_client.get(f"/admin/installations/installation/{onboarded.pk}/change/").content.decode()
+    other_page = admin_client.get(f"/admin/installations/installation/{other_onboarded.pk}/change/").content.decode()
+    jobs = admin_client.get("/admin/sync/syncjob/", {"installation__id__exact": str(onboarded.pk)}).content.decode()
+
+    assert cursor.failures == 2
+    assert (
+        f"last invoices changes sync failed at {cursor.failed_at:%Y-%m-%d %H:%M} UTC (2 runs in a row), "
+        f"retrying at {cursor.retry_at:%Y-%m-%d %H:%M} UTC: HTTP 403 invalid-token-no-rights No rights."
+    ) in page
+    assert "Changes cursors" in page
+    assert "Every /changes run since the last failure completed." in other_page
+    assert "failed at" not in other_page
+    # Only the run that the cursor retries carries the retry time, not the earlier failure.
+    assert jobs.count(f"retrying at {cursor.retry_at:%Y-%m-%d %H:%M} UTC") == 1
+    assert cursor.failed_job_id != job.pk
