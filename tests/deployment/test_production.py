@@ -78,11 +78,9 @@ def fresh_redis(db: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeShoptet]:
-    server = FakeShoptet(client_id="deployment-client", client_secret="deployment-secret")
-    server.start()
-    yield server
-    server.stop()
+def fake(fake_shoptet_server: FakeShoptet) -> FakeShoptet:
+    """The suite's fake Shoptet; this module's e-shops have ids of their own."""
+    return fake_shoptet_server
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,6 @@ def detail_requests(fake: FakeShoptet, resource: str, code: str) -> int:
     return fake.request_count("GET", rf"^/api/{resource}/{code.replace('/', '%2F')}$")
 
 
-@pytest.fixture
-def mirrored_shop(onboarded: Installation, jobs_on_demand: FakeShoptet) -> Installation:
-    import_snapshot(jobs_on_demand, onboarded, "orders")
-    import_snapshot(jobs_on_demand, onboarded, "invoices")
-    jobs_on_demand.advance_time(60)
-    return onboarded
-
-
 def test_order_events_fetch_each_order_once_and_store_it(
     client: Client, mirrored_shop: Installation, other_onboarded: Installation, jobs_on_demand: FakeShoptet, process
 ) -> None:
