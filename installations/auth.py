@@ -25,6 +25,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 from installations import services
 from installations.models import Installation
 from shoptet_api.errors import OAuthError, ShoptetError
+from shoptet_api.ids import InvalidEshopId, parse_eshop_id
 
 # A token not used for this long is refused; every page hands out a renewed one.
 SESSION_IDLE_SECONDS = 30 * 60
@@ -128,9 +129,11 @@ def installation_for(eshop_id: object) -> Installation:
         eshop_id = eshop_id.strip()
     if eshop_id in (None, ""):
         raise AccessRefused(Reason.INCOMPLETE_LINK)
-    if not str(eshop_id).isdigit() or len(str(eshop_id)) > 18:
-        raise AccessRefused(Reason.UNKNOWN_ESHOP)
-    installation = Installation.objects.filter(eshop_id=int(str(eshop_id))).first()
+    try:
+        parsed = parse_eshop_id(eshop_id)
+    except InvalidEshopId as error:
+        raise AccessRefused(Reason.UNKNOWN_ESHOP) from error
+    installation = Installation.objects.filter(eshop_id=parsed).first()
     if installation is None:
         raise AccessRefused(Reason.UNKNOWN_ESHOP)
     _check_active(installation)
@@ -143,6 +146,14 @@ def installation_for(eshop_id: object) -> Installation:
         if not installation.oauth_url:
             raise AccessRefused(Reason.NOT_READY, installation=installation)
     return installation
+
+
+def names_eshop(value: str, eshop_id: int) -> bool:
+    """Whether an `eshopId` of the request names this e-shop (read as every surface reads an e-shop id)."""
+    try:
+        return parse_eshop_id(value.strip()) == eshop_id
+    except InvalidEshopId:
+        return False
 
 
 def _check_active(installation: Installation) -> None:
@@ -328,7 +339,7 @@ def authenticate(*, token: str, eshop_ids: list[str]) -> Session:
     """
     admin = read_token(token)
     installation = Installation.objects.filter(pk=admin.installation_id, eshop_id=admin.eshop_id).first()
-    if not eshop_ids or any(value.strip() != str(admin.eshop_id) for value in eshop_ids):
+    if not eshop_ids or not all(names_eshop(value, admin.eshop_id) for value in eshop_ids):
         # The token is genuine, so its e-shop's administration is what frames the refusal.
         raise AccessRefused(Reason.INVALID_SESSION, installation=installation)
     if installation is None:

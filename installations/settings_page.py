@@ -116,7 +116,7 @@ def entry(request: HttpRequest) -> HttpResponse:
     language = auth.language_of(request.GET.get("language"))
     if state:
         state_eshop_id, language = auth.read_state(state)
-        if eshop_id and eshop_id.strip() != str(state_eshop_id):
+        if eshop_id and not auth.names_eshop(eshop_id, state_eshop_id):
             raise auth.AccessRefused(auth.Reason.INVALID_STATE)
         eshop_id = str(state_eshop_id)
     installation = auth.installation_for(eshop_id)

@@ -24,6 +24,7 @@ from config import metrics
 from config.logs import bound_eshop
 from installations import encryption
 from shoptet_api.errors import AddonNotInstalled, AddonSuspended, MaximumTokensReached, OAuthError, TransportError
+from shoptet_api.ids import InvalidEshopId, parse_eshop_id
 
 if TYPE_CHECKING:
     from installations.models import Installation
@@ -133,11 +134,13 @@ def _grant_from(response: requests.Response) -> Grant:
     eshop_id = body.get("eshopId")
     if not isinstance(access_token, str) or not access_token:
         raise TransportError("Shoptet's OAuth answer holds no access_token")
-    if isinstance(eshop_id, bool) or not isinstance(eshop_id, int | str) or not str(eshop_id).isdigit():
-        raise TransportError("Shoptet's OAuth answer holds no valid eshopId")
+    try:
+        parsed_eshop_id = parse_eshop_id(eshop_id)
+    except InvalidEshopId as error:
+        raise TransportError("Shoptet's OAuth answer holds no valid eshopId") from error
     return Grant(
         access_token=access_token,
-        eshop_id=int(eshop_id),
+        eshop_id=parsed_eshop_id,
         eshop_url=str(body.get("eshopUrl") or ""),
         contact_email=str(body.get("contactEmail") or ""),
     )

@@ -8,6 +8,7 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import NotFound
 
 from installations.models import Installation
+from shoptet_api.ids import InvalidEshopId, parse_eshop_id
 from webhooks.models import WebhookDelivery
 
 
@@ -50,11 +51,13 @@ class WebhookDeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         queryset = WebhookDelivery.objects.all()
         eshop_id = params.get("eshop_id")
         if eshop_id:
-            if not (eshop_id.isascii() and eshop_id.isdigit() and len(eshop_id) <= 18):
-                raise serializers.ValidationError({"eshop_id": "must be a numeric e-shop id"})
-            if not Installation.objects.filter(eshop_id=int(eshop_id)).exists():
+            try:
+                parsed = parse_eshop_id(eshop_id)
+            except InvalidEshopId as error:
+                raise serializers.ValidationError({"eshop_id": "must be a numeric e-shop id"}) from error
+            if not Installation.objects.filter(eshop_id=parsed).exists():
                 raise NotFound("No installation with this eshop_id.")
-            queryset = queryset.filter(eshop_id=int(eshop_id))
+            queryset = queryset.filter(eshop_id=parsed)
         event = params.get("event")
         if event:
             if len(event) > 64 or "\x00" in event:

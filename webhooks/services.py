@@ -38,6 +38,7 @@ from shoptet_api.errors import (
     OAuthError,
     Unprocessable,
 )
+from shoptet_api.ids import InvalidEshopId, parse_eshop_id
 from webhooks import signature
 from webhooks.events import KNOWN_EVENTS, MASS_EVENTS, SYSTEM_EVENTS
 from webhooks.handlers import WebhookEvent, registry
@@ -62,7 +63,6 @@ KEPT_HEADERS = (
 MAX_HEADER_LENGTH = 512
 MAX_ERROR_LENGTH = 4000
 EVENT_NAME = re.compile(r"[a-z][A-Za-z]*:[a-z][A-Za-z]*")
-MAX_ESHOP_ID = 2**63 - 1
 
 # The relay claims at most this many due deliveries per batch and runs a few batches per beat tick.
 RELAY_BATCH = 1000
@@ -211,11 +211,10 @@ def parse_notification(body: bytes) -> Notification:
 
 
 def _eshop_id(value: Any) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ESHOP_ID:
-        raise Malformed("eshopId is not an e-shop id.")
-    return value
+    try:
+        return parse_eshop_id(value)
+    except InvalidEshopId as error:
+        raise Malformed("eshopId is not an e-shop id.") from error
 
 
 def _event(value: Any) -> str:
