@@ -3,12 +3,14 @@
 `#SHOP_ID#` in the settings URL proves nothing. The code Shoptet substitutes for `#OAUTH_CODE#` (or
 hands out after `authorize`) is exchanged at the e-shop's own OAuth server, `getBasicEshop` names the
 admin and the e-shop, and only an e-shop equal to the installation is accepted. From then on a short-lived
-token signed with Django's signing carries the proof from page to page: inside Shoptet's iframe the
-browser may drop cookies, so the token rides in links and forms and nothing depends on a cookie.
+token, encrypted and authenticated with the project's secrets key (Fernet), carries the proof from page to
+page: inside Shoptet's iframe the browser may drop cookies, so the token rides in links and forms and
+nothing depends on a cookie.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from django.core import signing
 from django.core.cache import cache
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from installations import services
+from installations import encryption, services
 from installations.models import Installation
 from shoptet_api.errors import OAuthError, ShoptetError
 from shoptet_api.ids import InvalidEshopId, parse_eshop_id
@@ -35,11 +37,13 @@ SESSION_LIFETIME_SECONDS = 8 * 60 * 60
 STATE_SECONDS = 10 * 60
 # The settings page must answer within Shoptet's 60 s; two calls to the OAuth server fit well inside.
 OAUTH_TIMEOUT_SECONDS = 10.0
+# A session token is a few hundred characters; anything much longer is not one.
+MAX_TOKEN_LENGTH = 2048
 
 LANGUAGES = ("cs", "sk", "hu", "en")
 DEFAULT_LANGUAGE = "en"
 
-_SESSION_SALT = "installations.auth.session"
+_SESSION_PURPOSE = "installations.auth.session"
 _STATE_SALT = "installations.auth.state"
 _CSRF_SALT = "installations.auth.csrf"
 
@@ -286,13 +290,18 @@ def _json(installation: Installation, response: requests.Response) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------
-# The session token: signed, short-lived, bound to the e-shop, the installation and the admin
+# The session token: encrypted, short-lived, bound to the e-shop, the installation and the admin
 # ---------------------------------------------------------------------------
 
 
 def issue_token(admin: Admin) -> str:
-    """A token for the next request; its age counts from now, the login's from `logged_in_at`."""
+    """A token for the next request; its age counts from now, the login's from `logged_in_at`.
+
+    Encrypted, not only signed: the token travels in URLs, and a signed payload would show the admin's
+    e-mail and name to anyone who decodes it. Fernet also authenticates it, so it cannot be altered.
+    """
     payload = {
+        "p": _SESSION_PURPOSE,
         "e": admin.eshop_id,
         "i": admin.installation_id,
         "m": admin.email,
@@ -300,20 +309,14 @@ def issue_token(admin: Admin) -> str:
         "l": admin.language,
         "s": admin.session_id,
         "a": admin.logged_in_at,
+        "u": int(time.time()),
     }
-    return signing.dumps(payload, salt=_SESSION_SALT, compress=True)
+    return encryption.encrypt(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
 
 
 def read_token(token: str) -> Admin:
     """The admin a token was issued for; refused when tampered with, idle too long or the login is too old."""
-    if not token:
-        raise AccessRefused(Reason.INVALID_SESSION)
-    try:
-        payload = signing.loads(token, salt=_SESSION_SALT, max_age=SESSION_IDLE_SECONDS)
-    except signing.SignatureExpired as error:
-        raise AccessRefused(Reason.SESSION_EXPIRED) from error
-    except signing.BadSignature as error:
-        raise AccessRefused(Reason.INVALID_SESSION) from error
+    payload = _session_payload(token)
     try:
         admin = Admin(
             eshop_id=int(payload["e"]),
@@ -324,11 +327,27 @@ def read_token(token: str) -> Admin:
             session_id=str(payload["s"]),
             logged_in_at=int(payload["a"]),
         )
+        issued_at = int(payload["u"])
     except (KeyError, TypeError, ValueError) as error:
         raise AccessRefused(Reason.INVALID_SESSION) from error
-    if time.time() - admin.logged_in_at > SESSION_LIFETIME_SECONDS:
+    now = time.time()
+    if now - issued_at > SESSION_IDLE_SECONDS or now - admin.logged_in_at > SESSION_LIFETIME_SECONDS:
         raise AccessRefused(Reason.SESSION_EXPIRED)
     return admin
+
+
+def _session_payload(token: str) -> dict[str, Any]:
+    # Checked before decrypting: a lone surrogate cannot even be encoded, and a huge value is no token.
+    if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        raise AccessRefused(Reason.INVALID_SESSION)
+    try:
+        payload = json.loads(encryption.decrypt(token))
+    except (encryption.UndecryptableSecret, ValueError) as error:
+        raise AccessRefused(Reason.INVALID_SESSION) from error
+    # The purpose keeps any other value encrypted under the same keys from passing for a session.
+    if not isinstance(payload, dict) or payload.get("p") != _SESSION_PURPOSE:
+        raise AccessRefused(Reason.INVALID_SESSION)
+    return payload
 
 
 def authenticate(*, token: str, eshop_ids: list[str]) -> Session:

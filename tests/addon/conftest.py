@@ -77,6 +77,12 @@ def form_fields(login: Login, **changes: str) -> dict[str, str]:
     return {**fields, **changes}
 
 
+def tampered(token: str) -> str:
+    """The token with one character in its middle changed: still well-formed, no longer genuine."""
+    middle = len(token) // 2
+    return f"{token[:middle]}{'A' if token[middle] != 'A' else 'B'}{token[middle + 1 :]}"
+
+
 def refusal_reason(response: Any) -> str:
     """The reason code a refusal page names for support."""
     page: str = response.content.decode()

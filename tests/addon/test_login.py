@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import time
+import zlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from django.core import signing
+from cryptography.fernet import Fernet
 from django.test import Client
 
-from installations import auth
+from installations import auth, encryption
 from installations.models import AddonSettings, Installation, SettingsChange
 from tests.addon.conftest import ADMIN_EMAIL, ADMIN_NAME, log_in, refusal_reason
 from tests.fakes.shoptet import FakeShoptet
@@ -388,16 +392,68 @@ def test_every_page_hands_out_a_renewed_token_for_the_same_login(
     assert renewed == auth.read_token(login.token)
 
 
-def test_a_token_signed_with_another_key_is_refused(
+def test_a_token_encrypted_with_another_key_is_refused(
     client: Client, fake_shoptet: FakeShoptet, onboarded: Installation
 ) -> None:
     login = log_in(client, fake_shoptet, onboarded)
-    payload = signing.loads(login.token, salt="installations.auth.session")
-    forged = signing.dumps(
-        payload, key="not-our-secret-key-but-long-enough-0123456789", salt="installations.auth.session"
-    )
+    payload = encryption.decrypt(login.token)
+    forged = Fernet(Fernet.generate_key()).encrypt(payload.encode()).decode()
 
     response = client.get("/addon/settings/overview/", login.query(t=forged))
 
     assert response.status_code == 403
     assert refusal_reason(response) == "invalid-session"
+
+
+def test_a_tampered_token_is_refused(client: Client, fake_shoptet: FakeShoptet, onboarded: Installation) -> None:
+    login = log_in(client, fake_shoptet, onboarded)
+    raw = bytearray(base64.urlsafe_b64decode(login.token))
+    raw[len(raw) // 2] ^= 1
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode()
+
+    response = client.get("/addon/settings/overview/", login.query(t=tampered))
+
+    assert response.status_code == 403
+    assert refusal_reason(response) == "invalid-session"
+
+
+def test_another_secret_under_the_same_keys_is_no_session(
+    client: Client, fake_shoptet: FakeShoptet, onboarded: Installation
+) -> None:
+    login = log_in(client, fake_shoptet, onboarded)
+    payload = json.loads(encryption.decrypt(login.token))
+    without_purpose = encryption.encrypt(json.dumps({key: value for key, value in payload.items() if key != "p"}))
+
+    response = client.get("/addon/settings/overview/", login.query(t=without_purpose))
+
+    assert response.status_code == 403
+    assert refusal_reason(response) == "invalid-session"
+
+
+def test_the_token_shows_neither_the_admins_email_nor_name(
+    client: Client, fake_shoptet: FakeShoptet, onboarded: Installation
+) -> None:
+    login = log_in(client, fake_shoptet, onboarded, email="jana.secret@eshop.example", name="Jana Tajna")
+    page = client.get(login.url).content.decode()
+    tokens = {login.token, *(part.split("&")[0].split('"')[0] for part in page.split("t=")[1:])}
+
+    for token in tokens:
+        for secret in ("jana.secret@eshop.example", "Jana Tajna"):
+            assert secret.lower() not in token.lower()
+            assert secret.encode() not in _decoded(token)
+
+
+def _decoded(token: str) -> bytes:
+    """The token's bytes however it is decoded: base64 (either alphabet), and zlib on top when it inflates."""
+    found = b""
+    for text in (token, *token.split(":"), *token.split(".")):
+        padded = text + "=" * (-len(text) % 4)
+        for decode in (base64.urlsafe_b64decode, base64.b64decode):
+            try:
+                raw = decode(padded)
+            except ValueError:
+                continue
+            found += raw
+            with contextlib.suppress(zlib.error):
+                found += zlib.decompress(raw)
+    return found
