@@ -26,6 +26,22 @@ _CREDENTIALS = [
         r"[A-Za-z0-9._~+/%=-]{8,}"
     ),
 ]
+# Query and form parameters that grant access by themselves: the settings page's session token `t`, OAuth's
+# `code` and `state`, and the form token. Also URL-encoded inside another URL (`next=%2F%3Ft%3D…`).
+_ACCESS_PARAMETERS = re.compile(
+    r"(?i)((?:^|[^A-Za-z0-9_]|%26|%3F)(?:t|code|state|csrf|token|access_token)(?:=|%3D))[^&\s'\"<>#]+"
+)
+_CREDENTIALS.extend(
+    [
+        _ACCESS_PARAMETERS,
+        # The same parameters as JSON or Python dict keys: "t": "…", 't': '…'.
+        re.compile(r"""(?i)(['"](?:t|code|state|csrf|token)['"]\s*:\s*['"])[^'"]+"""),
+        # Fernet ciphertext (session tokens, secrets at rest), wherever it appears.
+        re.compile(r"()gAAAAA[A-Za-z0-9_-]{20,}={0,2}"),
+        # Values signed with Django's signing (`payload:timestamp:signature`), such as OAuth's `state`.
+        re.compile(r"()[A-Za-z0-9_.-]{8,}:[A-Za-z0-9_-]{4,}:[A-Za-z0-9_-]{20,}"),
+    ]
+)
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "eshop_id"}
 
 
@@ -54,6 +70,44 @@ def mask_credentials(text: str) -> str:
     return text
 
 
+class CredentialMaskFilter(logging.Filter):
+    """Masks credentials in a record before any handler formats it: message, extra values and traceback.
+
+    Attached to every handler (settings LOGGING, and gunicorn's through `config.gunicorn`), so that a
+    formatter that is not ours, or a `%(request)s` in a format, cannot write a session token either. An
+    object passed as an extra value (Django passes the request) is replaced by its masked text: a URL in a
+    request's repr carries the query string.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mask_record(record)
+        return True
+
+
+def mask_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError, KeyError):
+        message = None  # A bad format is logging's to report; masking the raw text is all we can do.
+        record.msg = mask_credentials(str(record.msg))
+    if message is not None:
+        record.msg, record.args = mask_credentials(message), None
+    for key, value in list(vars(record).items()):
+        if key in _RESERVED or key.startswith("_") or isinstance(value, int | float | bool) or value is None:
+            continue
+        masked = mask_credentials(str(value))
+        if not isinstance(value, str) or masked != value:
+            setattr(record, key, masked)
+    exc_info = record.exc_info
+    if exc_info and not record.exc_text:
+        # Formatted once here, masked, and reused by every formatter (logging caches it in exc_text).
+        record.exc_text = logging.Formatter().formatException(exc_info)
+    if record.exc_text:
+        record.exc_text = mask_credentials(record.exc_text)
+    if record.stack_info:
+        record.stack_info = mask_credentials(record.stack_info)
+
+
 class EshopContextFilter(logging.Filter):
     """Copies the bound e-shop id onto the record (an explicit `extra={"eshop_id": …}` wins)."""
 
@@ -77,7 +131,9 @@ class JsonLineFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 line[key] = value if isinstance(value, int | float | bool) else mask_credentials(str(value))
-        if record.exc_info:
+        if record.exc_text:  # set, and masked, by CredentialMaskFilter
+            line["exception"] = mask_credentials(record.exc_text)
+        elif record.exc_info:
             line["exception"] = mask_credentials(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=str)
 

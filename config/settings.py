@@ -440,12 +440,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "eshop": {"()": "config.logs.EshopContextFilter"},
+        # On every handler: session tokens, OAuth codes and states never reach a log line (config/logs.py).
+        "mask": {"()": "config.logs.CredentialMaskFilter"},
     },
     "formatters": {
         "json": {"()": "config.logs.JsonLineFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["eshop"]},
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["eshop", "mask"]},
     },
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
@@ -453,5 +455,9 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         # Its start-up banner repeats on every management command.
         "axes.apps": {"level": "WARNING"},
+        # Django's own handlers (a plain console in DEBUG, the admins' e-mail) would write requests and their
+        # URLs unmasked; its records go through ours instead.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
