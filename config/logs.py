@@ -38,8 +38,9 @@ _CREDENTIALS.extend(
         re.compile(r"""(?i)(['"](?:t|code|state|csrf|token)['"]\s*:\s*['"])[^'"]+"""),
         # Fernet ciphertext (session tokens, secrets at rest), wherever it appears.
         re.compile(r"()gAAAAA[A-Za-z0-9_-]{20,}={0,2}"),
-        # Values signed with Django's signing (`payload:timestamp:signature`), such as OAuth's `state`.
-        re.compile(r"()[A-Za-z0-9_.-]{8,}:[A-Za-z0-9_-]{4,}:[A-Za-z0-9_-]{20,}"),
+        # Values signed with Django's signing (`payload:timestamp:signature`, also URL-encoded), such as `state`.
+        # Starts only where a run of such characters starts and never backtracks: linear on a huge value.
+        re.compile(r"()(?<![A-Za-z0-9_.-])[A-Za-z0-9_.-]{8,}+(?::|%3A)[A-Za-z0-9_-]{4,}+(?::|%3A)[A-Za-z0-9_-]{20,}+"),
     ]
 )
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "eshop_id"}
