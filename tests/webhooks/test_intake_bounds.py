@@ -18,6 +18,7 @@ from shoptet_api.client import ShoptetClient
 from shoptet_api.errors import ServerError
 from tests.fakes.shoptet import FakeShoptet
 from tests.test_metrics import metric_lines
+from tests.test_settings import run_manage
 from tests.webhooks.conftest import ENDPOINT, body_for, deliveries, post, post_signed, process_all
 from tests.webhooks.test_outbox import free_port
 from webhooks import signature, tasks
@@ -235,3 +236,20 @@ def test_an_http_status_outside_http_is_one_metric_label(
         ShoptetClient(installation).get_eshop()
 
     assert {json.loads(field)["status"] for field in metrics.snapshot("shoptet_api_requests")} == {"other"}
+
+
+def test_the_limits_come_from_the_environment() -> None:
+    shown = run_manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; "
+        "print(s.REJECTED_DELIVERY_RETENTION, s.WEBHOOK_REJECTIONS_PER_MINUTE, s.TRUSTED_PROXY_COUNT)",
+        REJECTED_DELIVERY_RETENTION_HOURS="6",
+        WEBHOOK_REJECTIONS_PER_MINUTE="5",
+        TRUSTED_PROXY_COUNT="1",
+    )
+    refused = run_manage("check", REJECTED_DELIVERY_RETENTION_HOURS="0")
+
+    assert shown.stdout.strip().splitlines()[-1] == "6:00:00 5 1"
+    assert refused.returncode != 0
+    assert "REJECTED_DELIVERY_RETENTION_HOURS must be at least 1." in refused.stderr
