@@ -106,7 +106,9 @@ def _source_key(address: str | None) -> str:
     if address is None:
         return "unknown"
     ip = ipaddress.ip_address(address)
-    if ip.version == 6:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # an IPv4 caller of a dual-stack socket is still one IPv4 host
+            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False).network_address)
     return str(ip)
 
@@ -116,6 +118,7 @@ def _count(key: str) -> int | None:
     global _cache_paused_until
     if time.monotonic() < _cache_paused_until:
         return None
+    # Redis keeps the key's expiry on incr; the database cache of embedded mode renews it (a longer window).
     try:
         if cache.add(key, 1, timeout=RATE_WINDOW_SECONDS):
             return 1

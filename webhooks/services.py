@@ -743,7 +743,7 @@ def replay_deliveries(*, deliveries: QuerySet[WebhookDelivery]) -> int:
 def purge_payloads(*, older_than: timedelta, ignored_older_than: timedelta | None = None) -> int:
     """Drop the raw bodies of settled deliveries older than `older_than` (ignored ones: `ignored_older_than`).
 
-    The metadata stays. Ignored deliveries may come from anyone's events, so they may get a shorter time.
+    The metadata stays. An ignored body is never processed or replayed, so it need not be kept as long.
     """
     now = timezone.now()
     settled = Q(status__in=[Status.PROCESSED, Status.IGNORED, Status.REJECTED], received_at__lt=now - older_than)

@@ -151,7 +151,15 @@ def test_the_limit_is_per_source_address(client: Client, onboarded: Installation
         429,
         400,
     ]
-    assert sorted(str(d.source_ip) for d in deliveries()) == ["10.0.0.1", "10.0.0.2", "2001:db8:0:1::1", "2001:db8::1"]
+    # An IPv4 caller seen through a dual-stack socket is the same host.
+    assert [reject_from("::ffff:10.0.0.2"), reject_from("::ffff:10.0.0.3")] == [429, 400]
+    assert sorted(str(d.source_ip) for d in deliveries()) == [
+        "10.0.0.1",
+        "10.0.0.2",
+        "2001:db8:0:1::1",
+        "2001:db8::1",
+        "::ffff:10.0.0.3",
+    ]
 
 
 def test_x_forwarded_for_counts_only_behind_a_trusted_proxy(client: Client, onboarded: Installation, settings) -> None:
