@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Sum
+from django.db.models import Case, CharField, Count, DurationField, ExpressionWrapper, F, Sum, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,7 +34,13 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "shoptet_api_requests": ("Shoptet API calls by endpoint and HTTP status", ("method", "endpoint", "status")),
     "shoptet_api_rate_limited": ("429 answers from Shoptet by endpoint", ("method", "endpoint")),
     "shoptet_api_tokens_minted": ("API access tokens minted at the partner OAuth server", ()),
+    "webhook_deliveries_rate_limited": (
+        "Rejected webhook calls answered 429 and not stored (over the per-address limit), by reason",
+        ("reason",),
+    ),
 }
+# Every label value comes from a fixed set; anything else (a value first seen in outside input) is this.
+OTHER = "other"
 # Shoptet API call durations: a Prometheus summary (sum and count) per method and endpoint.
 DURATION = "shoptet_api_request_duration_seconds"
 DURATION_LABELS = ("method", "endpoint")
@@ -75,6 +81,16 @@ def _field(labels: dict[str, str | int]) -> str:
     return json.dumps({key: str(value) for key, value in sorted(labels.items())})
 
 
+def _chosen(value: str, choices: list[str]) -> str:
+    """A model field's value as a label, when it is one of the field's choices."""
+    return value if value in choices else OTHER
+
+
+def _status_label(status: int) -> str:
+    """An HTTP status as a label: only the ones HTTP defines, so an odd server cannot mint new series."""
+    return str(status) if 100 <= status <= 599 else OTHER
+
+
 def increment(name: str, **labels: str | int) -> None:
     """Add one to a counter; a metrics store that is down never breaks the call being counted."""
     field = _field(labels)
@@ -93,7 +109,7 @@ def observe_api_call(*, eshop_id: int, method: str, endpoint: str, status: int, 
 
     `endpoint` is the path template (`/api/orders/{id}`): codes never become labels.
     """
-    request = _field({"method": method, "endpoint": endpoint, "status": status})
+    request = _field({"method": method, "endpoint": endpoint, "status": _status_label(status)})
     duration = _field({"method": method, "endpoint": endpoint})
     moment = datetime.now(UTC)
     call = json.dumps(
@@ -232,14 +248,28 @@ class PlatformCollector:
         return family
 
     def _deliveries(self) -> Metric:
+        from webhooks.events import KNOWN_EVENTS
         from webhooks.models import WebhookDelivery
 
         family = GaugeMetricFamily(
             "webhook_deliveries", "Webhook deliveries in the log by event and status", labels=["event", "status"]
         )
-        rows = WebhookDelivery.objects.values("event", "status").annotate(n=Count("pk")).order_by()
+        # Anyone can post any event name: names Shoptet does not document are counted together, in SQL.
+        event = Case(
+            When(event__in=sorted(KNOWN_EVENTS), then=F("event")),
+            When(event="", then=Value("(none)")),
+            default=Value(OTHER),
+            output_field=CharField(),
+        )
+        rows = (
+            WebhookDelivery.objects.annotate(label=event).values("label", "status").annotate(n=Count("pk")).order_by()
+        )
+        counts: defaultdict[tuple[str, str], int] = defaultdict(int)
         for row in rows:
-            family.add_metric([row["event"] or "(none)", row["status"]], row["n"])
+            status = _chosen(row["status"], WebhookDelivery.Status.values)
+            counts[(row["label"], status)] += row["n"]
+        for labels, n in sorted(counts.items()):
+            family.add_metric(list(labels), n)
         return family
 
     def _job_durations(self) -> Iterator[Metric]:
@@ -258,10 +288,18 @@ class PlatformCollector:
         count = GaugeMetricFamily(
             "sync_job_duration_seconds_count", "Finished sync jobs", labels=["resource", "mode", "status"]
         )
+        figures: defaultdict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         for row in rows:
-            labels = [row["resource"], row["mode"], row["status"]]
-            total.add_metric(labels, row["total"].total_seconds() if row["total"] else 0.0)
-            count.add_metric(labels, row["n"])
+            labels = (
+                _chosen(row["resource"], SyncJob.Resource.values),
+                _chosen(row["mode"], SyncJob.Mode.values),
+                _chosen(row["status"], SyncJob.Status.values),
+            )
+            figures[labels][0] += row["total"].total_seconds() if row["total"] else 0.0
+            figures[labels][1] += row["n"]
+        for labels, (seconds, jobs) in sorted(figures.items()):
+            total.add_metric(list(labels), seconds)
+            count.add_metric(list(labels), jobs)
         yield total
         yield count
 

@@ -124,6 +124,17 @@ WEBHOOK_REPLAY_WINDOW_FUTURE = timedelta(minutes=5)
 WEBHOOK_SIGNATURE_GRACE = timedelta(minutes=15)
 # Raw bodies of settled deliveries are dropped after this; their metadata stays.
 WEBHOOK_PAYLOAD_RETENTION = timedelta(days=30)
+# Anyone can post: a rejected or ignored delivery keeps only this much of its body (plus its length and SHA-256).
+WEBHOOK_REJECTED_BODY_PREFIX = 4 * 1024
+# Rejected deliveries are deleted, and ignored ones lose their body, after this.
+_rejected_retention_hours = env.int("REJECTED_DELIVERY_RETENTION_HOURS", default=24)
+if _rejected_retention_hours < 1:
+    raise ImproperlyConfigured("REJECTED_DELIVERY_RETENTION_HOURS must be at least 1.")
+REJECTED_DELIVERY_RETENTION = timedelta(hours=_rejected_retention_hours)
+# Rejections stored per source address and minute; beyond it the endpoint answers 429 and stores nothing. 0: off.
+WEBHOOK_REJECTIONS_PER_MINUTE: int = env.int("WEBHOOK_REJECTIONS_PER_MINUTE", default=30)
+# Proxies in front of the platform that append the caller to X-Forwarded-For; 0 trusts no such header.
+TRUSTED_PROXY_COUNT: int = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 # Order and invoice sync. A new installation imports every order and invoice once onboarded.
 SYNC_INITIAL_IMPORT = True
@@ -322,9 +333,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.tasks.watch_notifications",
         "schedule": 15.0 * 60,
     },
+    # Hourly: rejected deliveries are kept only REJECTED_DELIVERY_RETENTION.
     "purge-webhook-payloads": {
         "task": "webhooks.tasks.purge_payloads",
-        "schedule": 24.0 * 60 * 60,
+        "schedule": 60.0 * 60,
     },
     # Polls snapshot jobs whose job:finished did not come, and re-enqueues sync work whose task was lost.
     "relay-sync-work": {

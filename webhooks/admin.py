@@ -85,6 +85,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
         "duplicate_of",
         "replayed_at",
         "payload_purged_at",
+        "body_summary",
         "pretty_headers",
         "pretty_payload",
     )
@@ -125,7 +126,22 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
     def pretty_payload(self, delivery: WebhookDelivery) -> str:
         if delivery.payload_purged_at:
             return "(purged)"
+        if delivery.body_truncated:
+            # A prefix is seldom valid JSON: shown as text, marked as cut.
+            text = bytes(delivery.body or b"").decode("utf-8", "replace")
+            return format_html('<pre style="white-space:pre-wrap;margin:0">{}…</pre><p>(cut)</p>', text)
         return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', delivery.pretty_body)
+
+    @admin.display(description="body size")
+    def body_summary(self, delivery: WebhookDelivery) -> str:
+        if delivery.body_length is None:
+            return "not read: larger than the cap" if delivery.body_truncated else "unknown"
+        if delivery.body_truncated:
+            return (
+                f"cut: the first {len(bytes(delivery.body or b''))} of {delivery.body_length} bytes kept "
+                f"(SHA-256 of the whole body {delivery.body_sha256})"
+            )
+        return f"{delivery.body_length} bytes (SHA-256 {delivery.body_sha256})"
 
     @admin.display(description="headers")
     def pretty_headers(self, delivery: WebhookDelivery) -> str:

@@ -26,6 +26,9 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
             "status",
             "attempts",
             "error",
+            "body_length",
+            "body_sha256",
+            "body_truncated",
         ]
         read_only_fields = fields
 

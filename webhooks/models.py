@@ -69,7 +69,11 @@ class WebhookDelivery(models.Model):
     received_at = models.DateTimeField(default=now)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEBHOOK)
 
+    # A rejected or ignored delivery keeps only a prefix of its body; length and digest are of the whole body.
     body = models.BinaryField(blank=True, default=b"")
+    body_length = models.PositiveIntegerField(null=True, blank=True)
+    body_sha256 = models.CharField(max_length=64, blank=True)
+    body_truncated = models.BooleanField(default=False)
     payload_purged_at = models.DateTimeField(null=True, blank=True)
     headers = models.JSONField(default=dict, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)

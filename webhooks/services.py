@@ -39,7 +39,7 @@ from shoptet_api.errors import (
     Unprocessable,
 )
 from shoptet_api.ids import InvalidEshopId, parse_eshop_id
-from webhooks import signature
+from webhooks import rejections, signature
 from webhooks.events import KNOWN_EVENTS, MASS_EVENTS, SYSTEM_EVENTS
 from webhooks.handlers import WebhookEvent, registry
 from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
@@ -106,11 +106,12 @@ def webhook_url() -> str:
 
 @dataclass(frozen=True)
 class Intake:
-    """The stored delivery and what the sender gets back."""
+    """The stored delivery (None when the caller was over its rejection limit) and what the sender gets back."""
 
-    delivery: WebhookDelivery
+    delivery: WebhookDelivery | None
     http_status: int
     message: str = ""
+    retry_after: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,30 +134,32 @@ def record_delivery(*, body: bytes | None, headers: Mapping[str, str], remote_ad
         headers=_kept_headers(headers),
         source_ip=_ip_or_none(remote_addr),
         body=body or b"",
+        body_length=None if body is None else len(body),
+        body_sha256="" if body is None else hashlib.sha256(body).hexdigest(),
         signature_valid=False,
     )
     if body is None:
         limit = settings.WEBHOOK_MAX_BODY_BYTES
-        return _finish(delivery, Status.REJECTED, 413, f"The body is larger than {limit} bytes.")
+        return _finish(delivery, Status.REJECTED, 413, f"The body is larger than {limit} bytes.", reason="too_large")
     try:
         notification = parse_notification(body)
     except Malformed as error:
         _keep_what_parsed(delivery, body)
-        return _finish(delivery, Status.REJECTED, 400, str(error))
+        return _finish(delivery, Status.REJECTED, 400, str(error), reason="malformed")
     delivery.eshop_id = notification.eshop_id
     delivery.event = notification.event
     delivery.event_instance = notification.instance
     delivery.event_created = notification.created
     signer = _signer(notification.eshop_id)
     if signer is None:
-        return _finish(delivery, Status.REJECTED, 404, "No installation for this e-shop.")
+        return _finish(delivery, Status.REJECTED, 404, "No installation for this e-shop.", reason="unknown_eshop")
     # The key is the e-shop's, so the body had to be parsed to find it; the raw bytes are what is verified.
     sent = headers.get(signature.HEADER, "")
     delivery.signature_valid = signer.verifies(body, sent)
     if not delivery.signature_valid and signer.cached:
         signer = _signer(notification.eshop_id, reload=True)  # the key may have been renewed meanwhile
         if signer is None:
-            return _finish(delivery, Status.REJECTED, 404, "No installation for this e-shop.")
+            return _finish(delivery, Status.REJECTED, 404, "No installation for this e-shop.", reason="unknown_eshop")
         delivery.signature_valid = signer.verifies(body, sent)
     delivery.installation_id = signer.installation_id
     delivery.idempotency_key = idempotency_key(notification)
@@ -166,12 +169,15 @@ def record_delivery(*, body: bytes | None, headers: Mapping[str, str], remote_ad
             Status.REJECTED,
             400 if delivery.signature_valid else 401,
             "eventCreated is outside the accepted window.",
+            reason="outside_window",
         )
     if not delivery.signature_valid:
         if notification.event in SYSTEM_EVENTS:
             # Not trusted, not dropped: processing asks getAccessToken and acts only on what it confirms.
             return _finish(delivery, Status.RECEIVED, 200, "Unsigned system event: the state will be probed.")
-        return _finish(delivery, Status.REJECTED, 401, "Missing or invalid Shoptet-Webhook-Signature.")
+        return _finish(
+            delivery, Status.REJECTED, 401, "Missing or invalid Shoptet-Webhook-Signature.", reason="bad_signature"
+        )
     if notification.event not in KNOWN_EVENTS:
         return _finish(delivery, Status.IGNORED, 200, "Unknown event.")
     if signer.status in (Installation.Status.UNINSTALLED, Installation.Status.TERMINATED) and (
@@ -181,14 +187,32 @@ def record_delivery(*, body: bytes | None, headers: Mapping[str, str], remote_ad
     return _finish(delivery, Status.RECEIVED, 200)
 
 
-def _finish(delivery: WebhookDelivery, status: str, http_status: int, message: str = "") -> Intake:
+def _finish(delivery: WebhookDelivery, status: str, http_status: int, message: str = "", *, reason: str = "") -> Intake:
+    if status == Status.REJECTED:
+        verdict = rejections.admit_rejection(delivery.source_ip, reason)
+        if not verdict.allowed:
+            return Intake(
+                delivery=None,
+                http_status=429,
+                message="Too many rejected deliveries from this address; retry later.",
+                retry_after=verdict.retry_after,
+            )
     delivery.status = status
     if status == Status.RECEIVED:
         delivery.next_attempt_at = delivery.received_at
     else:
         delivery.error = message
+        _bound(delivery)
     delivery.save(force_insert=True)
     return Intake(delivery=delivery, http_status=http_status, message=message)
+
+
+def _bound(delivery: WebhookDelivery) -> None:
+    """A delivery that will not be processed keeps a prefix of what anyone may have sent, not all of it."""
+    limit = settings.WEBHOOK_REJECTED_BODY_PREFIX
+    delivery.body = rejections.body_prefix(bytes(delivery.body), limit)
+    delivery.body_truncated = delivery.body_length is None or len(delivery.body) < delivery.body_length
+    delivery.event_instance = delivery.event_instance[:limit]
 
 
 def parse_notification(body: bytes) -> Notification:
@@ -715,20 +739,37 @@ def replay_deliveries(*, deliveries: QuerySet[WebhookDelivery]) -> int:
     )
 
 
-def purge_payloads(*, older_than: timedelta) -> int:
-    """Drop the raw bodies of settled deliveries older than `older_than`; the metadata stays."""
-    cutoff = timezone.now() - older_than
-    settled = WebhookDelivery.objects.filter(
-        status__in=[Status.PROCESSED, Status.IGNORED, Status.REJECTED],
-        received_at__lt=cutoff,
-        payload_purged_at__isnull=True,
-    )
+def purge_payloads(*, older_than: timedelta, ignored_older_than: timedelta | None = None) -> int:
+    """Drop the raw bodies of settled deliveries older than `older_than` (ignored ones: `ignored_older_than`).
+
+    The metadata stays. An ignored body is never processed or replayed, so it need not be kept as long.
+    """
+    now = timezone.now()
+    settled = Q(status__in=[Status.PROCESSED, Status.IGNORED, Status.REJECTED], received_at__lt=now - older_than)
+    if ignored_older_than is not None:
+        settled |= Q(status=Status.IGNORED, received_at__lt=now - ignored_older_than)
+    unpurged = WebhookDelivery.objects.filter(settled, payload_purged_at__isnull=True)
     purged = 0
     while True:
-        pks = list(settled.order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH])
+        pks = list(unpurged.order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH])
         if not pks:
             return purged
         purged += WebhookDelivery.objects.filter(pk__in=pks).update(body=b"", payload_purged_at=timezone.now())
+
+
+def delete_rejected_deliveries(*, older_than: timedelta) -> int:
+    """Delete rejected deliveries older than `older_than`: anyone can send them, so they are kept briefly.
+
+    Ignored ones are not deleted: such a row records an event Shoptet did send, which recovery must not
+    store again.
+    """
+    rejected = WebhookDelivery.objects.filter(status=Status.REJECTED, received_at__lt=timezone.now() - older_than)
+    deleted = 0
+    while True:
+        pks = list(rejected.order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH])
+        if not pks:
+            return deleted
+        deleted += WebhookDelivery.objects.filter(pk__in=pks).delete()[0]
 
 
 # ---------------------------------------------------------------------------

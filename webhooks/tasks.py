@@ -64,5 +64,8 @@ def recover_notifications(installation_id: int) -> None:
 
 @shared_task
 def purge_payloads() -> None:
-    purged = services.purge_payloads(older_than=settings.WEBHOOK_PAYLOAD_RETENTION)
-    logger.info("webhook payloads purged count=%s", purged)
+    purged = services.purge_payloads(
+        older_than=settings.WEBHOOK_PAYLOAD_RETENTION, ignored_older_than=settings.REJECTED_DELIVERY_RETENTION
+    )
+    deleted = services.delete_rejected_deliveries(older_than=settings.REJECTED_DELIVERY_RETENTION)
+    logger.info("webhook payloads purged count=%s rejected deliveries deleted=%s", purged, deleted)

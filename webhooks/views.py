@@ -7,15 +7,19 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from webhooks import services
+from webhooks import rejections, services
 
 
 @csrf_exempt  # Shoptet's server calls it; the signature is the authentication.
 @require_POST
 def receive(request: HttpRequest) -> HttpResponse:
     intake = services.record_delivery(
-        body=_body_or_none(request), headers=request.headers, remote_addr=request.META.get("REMOTE_ADDR")
+        body=_body_or_none(request), headers=request.headers, remote_addr=rejections.client_address(request.META)
     )
+    if intake.delivery is None:
+        response = JsonResponse({"delivery": None, "status": "rate_limited", "message": intake.message}, status=429)
+        response["Retry-After"] = str(intake.retry_after)
+        return response
     answer: dict[str, object] = {"delivery": intake.delivery.pk, "status": intake.delivery.status}
     if intake.message:
         answer["message"] = intake.message
@@ -25,11 +29,39 @@ def receive(request: HttpRequest) -> HttpResponse:
 def _body_or_none(request: HttpRequest) -> bytes | None:
     """The raw body, or None when it is over the cap (read no further than one byte past it)."""
     limit = settings.WEBHOOK_MAX_BODY_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit:
+    declared = _declared_length(request)
+    if declared is None:
+        body = _unframed_body(request, limit + 1)
+    elif declared > limit:
         return None
-    body = request.read(limit + 1)
+    else:
+        body = request.read(limit + 1)
     return None if len(body) > limit else body
+
+
+def _declared_length(request: HttpRequest) -> int | None:
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+    return declared if declared >= 0 else None
+
+
+def _unframed_body(request: HttpRequest, size: int) -> bytes:
+    """A body without Content-Length (chunked): Django reads it as empty, so read the server's stream itself.
+
+    Only a server that ends the stream with the body (gunicorn decodes the chunks and says so in
+    `wsgi.input_terminated`) can be read this way; from any other, reading would wait for the client to hang up.
+    """
+    if not request.META.get("wsgi.input_terminated"):
+        return b""
+    stream = request.META["wsgi.input"]
+    chunks = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

@@ -17,7 +17,7 @@ from installations import services as installation_services
 from installations.models import Installation
 from tests.fakes.shoptet import FakeShoptet
 from tests.fakes.shoptet.webhooks import encode
-from webhooks import services, signature
+from webhooks import rejections, services, signature
 from webhooks.handlers import WebhookEvent, handles, registry
 from webhooks.models import WebhookDelivery
 
@@ -73,6 +73,14 @@ def fresh_signers() -> Iterator[None]:
     services.forget_signers()
     yield
     services.forget_signers()
+
+
+@pytest.fixture(autouse=True)
+def rejection_limit_uses_the_cache() -> Iterator[None]:
+    """A test that took the cache down must not leave the next one without the rejection limit."""
+    rejections.resume_cache()
+    yield
+    rejections.resume_cache()
 
 
 @pytest.fixture(autouse=True)

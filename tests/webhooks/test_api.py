@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -45,6 +47,9 @@ def test_the_log_newest_first_with_the_interface_fields(staff_client: Client, lo
         "status": "processed",
         "attempts": 1,
         "error": "",
+        "body_length": len(bytes(first.body)),
+        "body_sha256": hashlib.sha256(bytes(first.body)).hexdigest(),
+        "body_truncated": False,
     }
 
 
