@@ -132,6 +132,11 @@ SYNC_ORDER_INCLUDE = ("notes", "shippingDetails")
 
 # Shoptet's install window is 5 s; the code exchange gets at most 3 s of it.
 SHOPTET_INSTALL_EXCHANGE_TIMEOUT = 3.0
+# Install callbacks admitted per window (seconds) from one source address and from everybody together;
+# each one may cost a code exchange with our client secret. More get 429 with Retry-After.
+INSTALL_CALLBACK_THROTTLE_PER_ADDRESS: int = env.int("INSTALL_CALLBACK_THROTTLE_PER_ADDRESS", default=50)
+INSTALL_CALLBACK_THROTTLE_GLOBAL: int = env.int("INSTALL_CALLBACK_THROTTLE_GLOBAL", default=300)
+INSTALL_CALLBACK_THROTTLE_WINDOW: int = env.int("INSTALL_CALLBACK_THROTTLE_WINDOW", default=60)
 SHOPTET_API_TIMEOUT = 20.0
 SHOPTET_CONTENT_TYPE = "application/json"
 SHOPTET_TOKEN_CONCURRENCY = 3
@@ -344,7 +349,10 @@ CELERY_BEAT_SCHEDULE = {
 # Only dotted paths here: DRF reads this dict once, at its first import, so settings never import it.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Staff with the model's Django permission, as in the admin: view to read, change to act.
+    "DEFAULT_PERMISSION_CLASSES": ["config.rest.ModelPermissions"],
+    # JSON only: every body the API takes is JSON, and a form or multipart parser is more surface to attack.
+    "DEFAULT_PARSER_CLASSES": ["config.rest.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.rest.Pagination",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "config.openapi.AutoSchema",
