@@ -34,6 +34,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "shoptet_api_requests": ("Shoptet API calls by endpoint and HTTP status", ("method", "endpoint", "status")),
     "shoptet_api_rate_limited": ("429 answers from Shoptet by endpoint", ("method", "endpoint")),
     "shoptet_api_tokens_minted": ("API access tokens minted at the partner OAuth server", ()),
+    "install_callback_refused": ("Install callbacks refused before any code exchange, by reason", ("reason",)),
 }
 # Shoptet API call durations: a Prometheus summary (sum and count) per method and endpoint.
 DURATION = "shoptet_api_request_duration_seconds"
