@@ -38,6 +38,9 @@ SHOPTET_CREDENTIALS_SET = bool(SHOPTET_CLIENT_ID and SHOPTET_CLIENT_SECRET and S
 DEBUG: bool = env.bool("DEBUG", default=not SHOPTET_CREDENTIALS_SET)
 PORT: int = env.int("PORT", default=8000)
 PUBLIC_URL: str = env.str("PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+# `make run` (scripts/run.py) writes the running platform's and fake Shoptet's URLs here while it runs, so a
+# command from another terminal finds them without the same PORT.
+RUN_STATE_FILE = BASE_DIR / "var" / "run.json"
 
 
 def _required(name: str, value: str) -> str:
