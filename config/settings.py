@@ -351,7 +351,7 @@ CELERY_BEAT_SCHEDULE = {
 # ---------------------------------------------------------------------------
 # Only dotted paths here: DRF reads this dict once, at its first import, so settings never import it.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["config.rest.TokenAuthentication"],
     # Staff with the model's Django permission, as in the admin: view to read, change to act.
     "DEFAULT_PERMISSION_CLASSES": ["config.rest.ModelPermissions"],
     # JSON only: every body the API takes is JSON, and a form or multipart parser is more surface to attack.
@@ -379,7 +379,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     # Token for tools, the admin's session for a browser opening the UI.
     "SERVE_AUTHENTICATION": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.rest.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "SWAGGER_UI_DIST": "SIDECAR",
