@@ -38,6 +38,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "Rejected webhook calls answered 429 and not stored (over the per-address limit), by reason",
         ("reason",),
     ),
+    "install_callback_refused": ("Install callbacks refused before any code exchange, by reason", ("reason",)),
 }
 # Every label value comes from a fixed set; anything else (a value first seen in outside input) is this.
 OTHER = "other"

@@ -1,14 +1,23 @@
-"""REST API conventions shared by every endpoint: pagination and one error body (described in config.openapi)."""
+"""REST API conventions shared by every endpoint: pagination, permissions, the JSON parser and one error body
+(described in config.openapi)."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+from typing import IO, TYPE_CHECKING, Any
 
+from django.core.exceptions import RequestDataTooBig
+from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions, pagination
+from rest_framework import authentication, exceptions, pagination, parsers, permissions
+from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
+
+if TYPE_CHECKING:
+    # rest_framework.views reads DEFAULT_PERMISSION_CLASSES (this module) while it is being imported.
+    from rest_framework.views import APIView
 
 API_PREFIX = "/api/"
 
@@ -19,8 +28,61 @@ class Pagination(pagination.PageNumberPagination):
     max_page_size = 500
 
 
+class TokenAuthentication(authentication.TokenAuthentication):
+    """DRF's token auth; a key that is not one of its 40 hex digits is refused before it reaches the database
+    (which refuses a NUL in a query outright)."""
+
+    KEY_SHAPE = re.compile(r"[0-9a-f]{40}")
+
+    def authenticate_credentials(self, key: str) -> Any:
+        if not self.KEY_SHAPE.fullmatch(key):
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(key)
+
+
+class ModelPermissions(permissions.BasePermission):
+    """Django's model permissions, as the admin applies them: `view` to read, `change` to act.
+
+    Each view names the model in `permission_model` (for an action, the model it changes: starting a sync
+    needs the installation's change permission, as the admin's *Start a sync* does). Superusers hold every
+    permission; a view without a model is refused to everyone else.
+    """
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated and user.is_active and user.is_staff):
+            return False
+        model: type[Model] | None = getattr(view, "permission_model", None)
+        if model is None:
+            return bool(user.is_superuser)
+        action = "view" if request.method in permissions.SAFE_METHODS else "change"
+        return bool(user.has_perm(f"{model._meta.app_label}.{action}_{model._meta.model_name}"))
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing with a 400 what it would crash on or what could not be written back out."""
+
+    def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError as error:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from error
+        try:
+            # An escaped lone surrogate (`"\ud800"`) parses, but no error message quoting it can be encoded.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise exceptions.ParseError("JSON parse error - a string holds a lone surrogate.") from error
+        return data
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error answers `{"error": <code>, "message": <text>, "details": <field errors or null>}`."""
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own answer to it is an HTML 400; the client needs to know it was the size.
+        body = {"error": "too_large", "message": "The request body is too large.", "details": None}
+        return Response(body, status=413)
+    from rest_framework.views import exception_handler as drf_exception_handler  # see the import of APIView
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

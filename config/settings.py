@@ -38,6 +38,9 @@ SHOPTET_CREDENTIALS_SET = bool(SHOPTET_CLIENT_ID and SHOPTET_CLIENT_SECRET and S
 DEBUG: bool = env.bool("DEBUG", default=not SHOPTET_CREDENTIALS_SET)
 PORT: int = env.int("PORT", default=8000)
 PUBLIC_URL: str = env.str("PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+# `make run` (scripts/run.py) writes the running platform's and fake Shoptet's URLs here while it runs, so a
+# command from another terminal finds them without the same PORT.
+RUN_STATE_FILE = BASE_DIR / "var" / "run.json"
 
 
 def _required(name: str, value: str) -> str:
@@ -143,6 +146,11 @@ SYNC_ORDER_INCLUDE = ("notes", "shippingDetails")
 
 # Shoptet's install window is 5 s; the code exchange gets at most 3 s of it.
 SHOPTET_INSTALL_EXCHANGE_TIMEOUT = 3.0
+# Install callbacks admitted per window (seconds) from one source address and from everybody together;
+# each one may cost a code exchange with our client secret. More get 429 with Retry-After.
+INSTALL_CALLBACK_THROTTLE_PER_ADDRESS: int = env.int("INSTALL_CALLBACK_THROTTLE_PER_ADDRESS", default=50)
+INSTALL_CALLBACK_THROTTLE_GLOBAL: int = env.int("INSTALL_CALLBACK_THROTTLE_GLOBAL", default=300)
+INSTALL_CALLBACK_THROTTLE_WINDOW: int = env.int("INSTALL_CALLBACK_THROTTLE_WINDOW", default=60)
 SHOPTET_API_TIMEOUT = 20.0
 SHOPTET_CONTENT_TYPE = "application/json"
 SHOPTET_TOKEN_CONCURRENCY = 3
@@ -355,8 +363,11 @@ CELERY_BEAT_SCHEDULE = {
 # ---------------------------------------------------------------------------
 # Only dotted paths here: DRF reads this dict once, at its first import, so settings never import it.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["config.rest.TokenAuthentication"],
+    # Staff with the model's Django permission, as in the admin: view to read, change to act.
+    "DEFAULT_PERMISSION_CLASSES": ["config.rest.ModelPermissions"],
+    # JSON only: every body the API takes is JSON, and a form or multipart parser is more surface to attack.
+    "DEFAULT_PARSER_CLASSES": ["config.rest.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.rest.Pagination",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "config.openapi.AutoSchema",
@@ -380,7 +391,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     # Token for tools, the admin's session for a browser opening the UI.
     "SERVE_AUTHENTICATION": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.rest.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "SWAGGER_UI_DIST": "SIDECAR",

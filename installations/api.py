@@ -45,6 +45,7 @@ class InstallationSerializer(serializers.ModelSerializer):
 @extend_schema(tags=["installations"])
 class InstallationViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = InstallationSerializer
+    permission_model = Installation
     lookup_field = "eshop_id"
     lookup_value_regex = r"[0-9]+"
 

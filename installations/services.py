@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,7 +15,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config import metrics
 from installations.models import Installation, InstallAttempt, StatusChange
+from installations.throttle import CACHE_ERRORS
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
 from shoptet_api.errors import OAuthError, TransportError
@@ -21,8 +25,11 @@ from webhooks import services as webhook_services
 
 logger = logging.getLogger(__name__)
 
-# Shoptet's codes are about 255 characters; anything far longer is not one of theirs.
-MAX_CODE_LENGTH = 2048
+# Shoptet's codes are "a 255 character long string" of letters and digits. Room for a longer or base64-like
+# code is left; anything else (spaces, control characters, quotes, non-ASCII, far longer) is no code of
+# theirs and must not cost an exchange with our client secret.
+MAX_CODE_LENGTH = 512
+CODE_SHAPE = re.compile(r"[A-Za-z0-9._~+/=-]+")
 
 
 class InstallFailed(Exception):
@@ -48,7 +55,7 @@ class InstallOutcome:
 def install(*, code: str, remote_addr: str | None = None) -> InstallOutcome:
     """Exchange the install code for the e-shop's OAuth token and store it; reinstall reuses the row."""
     started = time.monotonic()
-    attempt = InstallAttempt(code_fingerprint=_fingerprint(code), remote_addr=remote_addr)
+    attempt = InstallAttempt(code_fingerprint=_fingerprint(code), remote_addr=_address_or_none(remote_addr))
     try:
         _check_code(code)
         grant = _exchange(code)
@@ -64,15 +71,22 @@ def install(*, code: str, remote_addr: str | None = None) -> InstallOutcome:
         installation=outcome.installation,
     )
     # API tokens minted with the previous OAuth token died with it.
-    tokens.forget_access_tokens(outcome.installation)
+    try:
+        tokens.forget_access_tokens(outcome.installation)
+    except CACHE_ERRORS as error:
+        # The token is stored and Shoptet gets its 200: a stale cached API token is answered 401 by
+        # Shoptet and replaced by the client, so a cache that is down must not fail the install.
+        logger.warning("install: cached API token not dropped eshop_id=%s: %s", outcome.installation.eshop_id, error)
     logger.info("installed eshop_id=%s reinstall=%s", outcome.installation.eshop_id, outcome.reinstalled)
     return outcome
 
 
 def _check_code(code: str) -> None:
     if not code:
+        metrics.increment("install_callback_refused", reason="missing_code")
         raise InstallFailed("The install request carries no code.", http_status=400)
-    if len(code) > MAX_CODE_LENGTH or not code.isprintable() or not code.isascii():
+    if len(code) > MAX_CODE_LENGTH or not CODE_SHAPE.fullmatch(code):
+        metrics.increment("install_callback_refused", reason="malformed_code")
         raise InstallFailed("The install code is malformed.", http_status=400)
 
 
@@ -116,6 +130,14 @@ def _store_grant(grant: tokens.Grant) -> InstallOutcome:
     elif not installation.is_active:
         installation.transition_to(Installation.Status.ACTIVE, cause="reinstall callback")
     return InstallOutcome(installation=installation, reinstalled=reinstalled)
+
+
+def _address_or_none(remote_addr: str | None) -> str | None:
+    """The source address as the attempt's column takes it; a server on a socket may give none, or a path."""
+    try:
+        return str(ipaddress.ip_address(remote_addr or ""))
+    except ValueError:
+        return None
 
 
 def _fingerprint(code: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import selectors
 import shlex
@@ -30,6 +31,8 @@ SHOPTET_CREDENTIALS = ("SHOPTET_CLIENT_ID", "SHOPTET_CLIENT_SECRET", "SHOPTET_PA
 # The folders settings.py points at (EMBEDDED_BROKER_DIR, STATIC_ROOT); created here so every child finds them.
 VAR_DIRS = ("var/broker/queue", "var/broker/processed", "var/static")
 BEAT_SCHEDULE = "var/celerybeat-schedule"
+# Where the running platform is, for commands run from another terminal (settings.RUN_STATE_FILE).
+RUN_STATE_FILE = "var/run.json"
 STOP_TIMEOUT = 10.0
 FAKE_READY_TIMEOUT = 30.0
 NAME_WIDTH = 7
@@ -322,6 +325,7 @@ def main() -> int:
         supervisor.spawn(
             "beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "info", "--schedule", BEAT_SCHEDULE]
         )
+        write_run_state(public_url, fake_url)
         print_banner(port, public_url, fake_url, admin_created)
         supervisor.watch()
     except Stopped:
@@ -336,7 +340,23 @@ def main() -> int:
     except BaseException:
         supervisor.shutdown()
         raise
+    finally:
+        remove_run_state()
     return 0
+
+
+def write_run_state(public_url: str, fake_url: str) -> None:
+    """Tell `manage.py install_demo_eshop` in another terminal where the platform and the fake are."""
+    state = {"pid": os.getpid(), "platform_url": public_url, "fake_url": fake_url}
+    (ROOT / RUN_STATE_FILE).write_text(json.dumps(state) + "\n")
+
+
+def remove_run_state() -> None:
+    """Remove the file if it is still ours (another `make run` on another port may have written it since)."""
+    path = ROOT / RUN_STATE_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
 
 
 def start_fake_shoptet(supervisor: Supervisor, env: dict[str, str], public_url: str) -> str:
@@ -408,7 +428,7 @@ def print_banner(port: int, public_url: str, fake_url: str, admin_created: bool)
         say(f"Fake Shoptet   {fake_url}/")
         python = ".venv/bin/python" if Path(PYTHON).parent.parent == ROOT / ".venv" else PYTHON
         say("Demo e-shop    Admin → Installations → 'Install the demo e-shop', or from another terminal:")
-        say(f"  {python} manage.py install_demo_eshop --fake-url {fake_url}")
+        say(f"  {python} manage.py install_demo_eshop")
     say("Stop with Ctrl-C.")
     say("")
 

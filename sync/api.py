@@ -119,6 +119,7 @@ class OrderViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
     """Live orders, newest first; `{code}` is the rest of the path."""
 
     serializer_class = OrderSerializer
+    permission_model = Order
     lookup_field = "code"
 
     def get_queryset(self) -> QuerySet[Order]:
@@ -134,6 +135,7 @@ class OrderViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
 @extend_schema(tags=["invoices"])
 class InvoiceViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = InvoiceSerializer
+    permission_model = Invoice
     lookup_field = "code"
 
     def get_queryset(self) -> QuerySet[Invoice]:
@@ -158,6 +160,7 @@ class SyncJobViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
     """Sync jobs, newest first; `?resource=`, `?mode=` and `?status=` filter."""
 
     serializer_class = SyncJobSerializer
+    permission_model = SyncJob
 
     def get_queryset(self) -> QuerySet[SyncJob]:
         queryset = SyncJob.objects.filter(installation=self.installation)
@@ -176,6 +179,9 @@ class SyncJobViewSet(InstallationScoped, viewsets.ReadOnlyModelViewSet):
 
 class SyncView(InstallationScoped, APIView):
     """`POST {"resource": "orders"|"invoices", "mode": "snapshot"|"changes"}` starts a sync run."""
+
+    # Starting a sync changes the installation's mirror: the admin asks the same for its *Start a sync*.
+    permission_model = Installation
 
     @extend_schema(
         summary="Start a sync",

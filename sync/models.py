@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -19,6 +20,43 @@ def _mirrored_text(max_length: int) -> models.CharField:
     # Django's convention of `""` for "no text" would lose what Shoptet says: a mirror must tell its null
     # (an invoice without an order) from an empty string.
     return models.CharField(max_length=max_length, null=True, blank=True)
+
+
+# Shoptet's orders and invoices are a handful of levels deep. A stored object nested far deeper (a result file
+# can carry one up to the parser's 1024 levels) would crash every page and API answer that loads or renders it.
+MAX_DOCUMENT_DEPTH = 100
+TOO_DEEP = {"unreadable": f"The stored object is nested deeper than {MAX_DOCUMENT_DEPTH} levels; it is not shown."}
+
+
+def nesting_depth(value: Any, *, give_up_after: int = MAX_DOCUMENT_DEPTH) -> int:
+    """How deep lists and objects nest in `value`, walked without recursion; stops once past `give_up_after`."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > give_up_after:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+class DocumentDataField(models.JSONField):
+    """A JSON column that reads an object nested too deeply as TOO_DEEP; the row itself is left as stored."""
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        try:
+            data = super().from_db_value(value, expression, connection)
+        except RecursionError:
+            return dict(TOO_DEEP)
+        return dict(TOO_DEEP) if nesting_depth(data) > MAX_DOCUMENT_DEPTH else data
+
+    def deconstruct(self) -> Any:
+        # The column is a plain JSON one: migrations need not know about the guard.
+        name, _, args, kwargs = super().deconstruct()
+        return name, "django.db.models.JSONField", args, kwargs
 
 
 def _newest_first(name: str) -> models.Index:
@@ -43,7 +81,7 @@ class Document(models.Model):
     creation_time = models.DateTimeField(null=True, blank=True)
     change_time = models.DateTimeField(null=True, blank=True)
     item_count = models.PositiveIntegerField(null=True, blank=True, help_text="Null when Shoptet sent no items list.")
-    data = models.JSONField(help_text="The full Shoptet object as last fetched.")
+    data = DocumentDataField(help_text="The full Shoptet object as last fetched.")
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="When Shoptet confirmed the deletion.")
     synced_at = models.DateTimeField()
 

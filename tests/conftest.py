@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -17,6 +18,8 @@ from tests.fakes.shoptet import FakeShoptet
 
 ESHOP_ID = 222651
 OTHER_ESHOP_ID = 315185
+# The apps whose models the REST API checks Django's permissions on.
+PLATFORM_APPS = ("installations", "webhooks", "sync")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,8 +78,14 @@ def other_installation(fake_shoptet: FakeShoptet, db: None) -> Installation:
 def staff_client(django_user_model, db: None) -> Client:  # type: ignore[no-untyped-def]
     """A REST client authenticated as partner staff with a DRF token."""
     user = django_user_model.objects.create_user("staff", password="unused-password-1", is_staff=True)
+    grant_platform_permissions(user)
     token = Token.objects.create(user=user)
     return Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+
+def grant_platform_permissions(user) -> None:  # type: ignore[no-untyped-def]
+    """Every permission on the platform's models, as a partner's operator would hold."""
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label__in=PLATFORM_APPS))
 
 
 @pytest.fixture

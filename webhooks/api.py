@@ -48,6 +48,7 @@ class WebhookDeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """`?eshop_id=&event=&status=`, newest first."""
 
     serializer_class = WebhookDeliverySerializer
+    permission_model = WebhookDelivery
 
     def get_queryset(self) -> QuerySet[WebhookDelivery]:
         params = self.request.query_params

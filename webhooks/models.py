@@ -121,12 +121,16 @@ class WebhookDelivery(models.Model):
 
     @property
     def pretty_body(self) -> str:
-        """The raw body as indented JSON when it is JSON, else as text."""
+        """The raw body as indented JSON when it is JSON, else as text with undecodable bytes escaped."""
         raw = bytes(self.body or b"")
         try:
-            return json.dumps(json.loads(raw), indent=2, ensure_ascii=False, sort_keys=True)
-        except ValueError:
-            return raw.decode("utf-8", "replace")
+            pretty = json.dumps(json.loads(raw), indent=2, ensure_ascii=False, sort_keys=True)
+            # A lone surrogate (`"\ud800"`) parses but cannot be written out as UTF-8.
+            pretty.encode("utf-8")
+        except (ValueError, RecursionError):
+            # Anyone can post a body nested thousands deep or holding lone surrogates: show it as sent.
+            return raw.decode("utf-8", "backslashreplace")
+        return pretty
 
 
 class RegistrationDrift(models.Model):

@@ -19,6 +19,7 @@ from installations.models import Installation
 from sync import services as sync_services
 from sync.documents import resource_named
 from sync.models import SyncJob
+from tests.conftest import grant_platform_permissions
 from tests.fakes.shoptet import FakeShoptet
 from webhooks.models import WebhookDelivery
 
@@ -120,6 +121,7 @@ def wsgi_app() -> Iterator[WSGIHandler]:
 @pytest.fixture
 def staff_token(django_user_model) -> str:  # type: ignore[no-untyped-def]
     user = django_user_model.objects.create_user("schema-staff", password="unused-password-9", is_staff=True)
+    grant_platform_permissions(user)
     key: str = Token.objects.create(user=user).key
     return key
 

@@ -13,7 +13,7 @@ from rest_framework.throttling import UserRateThrottle
 from installations.models import Installation
 from sync.models import Invoice, Order, SyncJob
 from tests.api.conftest import SLASHED
-from tests.conftest import ESHOP_ID, OTHER_ESHOP_ID
+from tests.conftest import ESHOP_ID, OTHER_ESHOP_ID, grant_platform_permissions
 from webhooks.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -402,6 +402,7 @@ def test_the_throttle_counts_each_staff_user_apart(
 ) -> None:
     monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "2/minute"})
     colleague = django_user_model.objects.create_user("colleague", password="unused-password-5", is_staff=True)
+    grant_platform_permissions(colleague)
     other_client = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=colleague).key}")
 
     for _ in range(3):
