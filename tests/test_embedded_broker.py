@@ -1,8 +1,9 @@
 """Embedded mode's broker under load: two worker processes share one queue folder, nothing is lost or run twice.
 
-This module is also the Celery app the worker processes run (`celery -A tests.test_embedded_broker worker`):
-it takes the embedded broker's configuration from the environment variable below, which the test fills
-from the project's own settings, so the workers speak exactly what `make run`'s worker and web speak.
+This module is also the Celery app the worker processes run (`celery -A tests.test_embedded_broker worker`),
+and, run as a program, a bare consumer polling the queue as fast as it can. Both take the embedded broker's
+configuration from the environment variable below, which the tests fill from the project's own settings,
+so they speak exactly what `make run`'s worker and web speak.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from django.conf import settings
+from kombu import Connection
 
 from config import embedded_broker
 
@@ -30,7 +32,11 @@ CONFIG_VARIABLE = "EMBEDDED_BROKER_TEST_CONFIG"
 TASKS = 20_000
 WORKERS = 2
 # A guard against a hang only; the assertions are about counts, never about how long it took.
-GIVE_UP_AFTER = 300.0
+GIVE_UP_AFTER = 240.0
+RACED_MESSAGES = 5_000
+# The publisher waits while more than this many are waiting, so the consumers stay at the newest file.
+SHALLOW_QUEUE = 20
+RACE_QUEUE = "race"
 CRASH_MARKERS = ("Unrecoverable error", "CRITICAL", "Traceback")
 
 app = Celery("embedded-broker-test")
@@ -154,3 +160,81 @@ def test_two_workers_run_every_one_of_20000_tasks_once_without_a_crash(broker: d
     broker_folder = Path(broker["celery"]["broker_transport_options"]["data_folder_in"]).parent
     assert sorted(path.name for path in (broker_folder / "queue").iterdir()) == []
     assert sorted(path.name for path in (broker_folder / "processed").iterdir()) == []
+
+
+def broker_connection(celery: dict[str, Any]) -> Connection:
+    return Connection(
+        celery["broker_url"], transport=celery["broker_transport"], transport_options=celery["broker_transport_options"]
+    )
+
+
+def consume_until_told(config: dict[str, Any]) -> None:
+    """Take messages as fast as possible, one line per message taken, until the stop file appears.
+
+    Polling without pause keeps the consumer in the folder at the moment a new message's file appears, which
+    is when a transport that writes in place hands out a half-written file.
+    """
+    records, stop_file = Path(config["records"]), Path(config["stop_file"])
+    with broker_connection(config["celery"]) as connection, (records / f"{os.getpid()}.taken").open("w") as taken:
+        queue = connection.SimpleQueue(RACE_QUEUE)
+        while not stop_file.exists():
+            try:
+                message = queue.get_nowait()
+            except queue.Empty:
+                continue
+            taken.write(f"{message.payload}\n")
+            taken.flush()
+            message.ack()
+
+
+def taken_numbers(records: Path) -> Counter[int]:
+    return Counter(int(line) for path in records.glob("*.taken") for line in path.read_text().split())
+
+
+def test_consumers_polling_while_messages_are_written_take_each_one_whole_and_once(
+    broker: dict[str, Any], tmp_path: Path
+) -> None:
+    records = Path(broker["records"])
+    config = {**broker, "stop_file": str(tmp_path / "stop")}
+    logs = [tmp_path / f"consumer-{index}.log" for index in range(WORKERS)]
+    consumers = []
+    for log in logs:
+        with log.open("wb") as output:
+            consumers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.test_embedded_broker"],
+                    cwd=ROOT,
+                    env={**os.environ, CONFIG_VARIABLE: json.dumps(config)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    try:
+        with broker_connection(broker["celery"]) as connection:
+            queue = connection.SimpleQueue(RACE_QUEUE)
+            for number in range(RACED_MESSAGES):
+                while queue.qsize() > SHALLOW_QUEUE and all(consumer.poll() is None for consumer in consumers):
+                    time.sleep(0.001)
+                queue.put(number)
+        deadline = time.monotonic() + GIVE_UP_AFTER
+        while sum(taken_numbers(records).values()) < RACED_MESSAGES and time.monotonic() < deadline:
+            if any(consumer.poll() is not None for consumer in consumers):
+                break  # one of them crashed; the assertions below say how
+            time.sleep(0.2)
+        Path(config["stop_file"]).touch()
+        exit_codes = [consumer.wait(timeout=60) for consumer in consumers]
+    finally:
+        for consumer in consumers:
+            if consumer.poll() is None:
+                consumer.kill()
+                consumer.wait()
+
+    assert exit_codes == [0] * WORKERS, "\n".join(tail(log) for log in logs)
+    taken = taken_numbers(records)
+    assert sorted(taken) == list(range(RACED_MESSAGES))
+    assert [number for number, count in taken.items() if count > 1] == []
+
+
+if __name__ == "__main__":
+    consume_until_told(_config)
