@@ -11,6 +11,7 @@ import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config import embedded_broker
 from webhooks.events import KNOWN_EVENTS, SYSTEM_EVENTS
 
 # Lets admin classes be written with their model as a type parameter.
@@ -270,16 +271,10 @@ if REDIS_URL:
         "health_check_interval": 30,
     }
 else:
-    CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(EMBEDDED_BROKER_DIR / "queue"),
-        "data_folder_out": str(EMBEDDED_BROKER_DIR / "queue"),
-        "processed_folder": str(EMBEDDED_BROKER_DIR / "processed"),
-        "control_folder": str(EMBEDDED_BROKER_DIR / "control"),
-        "store_processed": False,
-        # The filesystem transport polls; half a second keeps tasks prompt and shutdown quick.
-        "polling_interval": 0.5,
-    }
+    # Message files under var/broker, written and taken by atomic renames (config/embedded_broker.py).
+    CELERY_BROKER_URL = embedded_broker.URL
+    CELERY_BROKER_TRANSPORT = embedded_broker.TRANSPORT
+    CELERY_BROKER_TRANSPORT_OPTIONS = embedded_broker.transport_options(EMBEDDED_BROKER_DIR)
 CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True

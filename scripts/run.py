@@ -2,8 +2,10 @@
 """`make run`: prepare the database, then supervise web, Celery worker and beat (and a fake Shoptet in demo mode).
 
 Standard library only. Every child runs in its own session and its output comes back prefixed with its
-name. Ctrl-C or SIGTERM stops them all (SIGTERM, then SIGKILL after 10 s) and exits 0; a child that dies
-on its own stops the others and exits 1.
+name. A preparation step (migrate, ...) that fails stops the start and exits 1. A long-running process
+(web, worker, beat, the fake Shoptet) that dies is restarted after 1, 2, 4 ... seconds, at most 30 s,
+counted again from 1 s once it has stayed up for a minute. Only Ctrl-C or SIGTERM stops them all
+(SIGTERM, then SIGKILL after 10 s) and exits 0.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -34,6 +37,11 @@ BEAT_SCHEDULE = "var/celerybeat-schedule"
 # Where the running platform is, for commands run from another terminal (settings.RUN_STATE_FILE).
 RUN_STATE_FILE = "var/run.json"
 STOP_TIMEOUT = 10.0
+# Restart backoff: doubles from the first delay up to the cap with every quick death in a row; a process
+# that stayed up STABLE_AFTER seconds counts as healthy again, so its next death waits the first delay.
+RESTART_DELAY_FIRST = 1.0
+RESTART_DELAY_MAX = 30.0
+STABLE_AFTER = 60.0
 FAKE_READY_TIMEOUT = 30.0
 NAME_WIDTH = 7
 DEMO_ADMIN = ("admin", "admin")
@@ -140,10 +148,36 @@ class Child:
         emit(self.name, line)
 
 
+@dataclass
+class Service:
+    """A long-running process the supervisor keeps alive: its command, its current child, its restarts."""
+
+    name: str
+    args: list[str]
+    child: Child | None = None
+    started_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float = 0.0
+    restarts: int = 0
+
+
+def restart_delay(quick_deaths: int) -> float:
+    """1 s after the first death, then 2, 4, 8 ... seconds, never more than RESTART_DELAY_MAX."""
+    return min(RESTART_DELAY_FIRST * 2.0 ** max(quick_deaths - 1, 0), RESTART_DELAY_MAX)
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"code {returncode} ({signal.Signals(-returncode).name})"
+    return f"code {returncode}"
+
+
 class Supervisor:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.children: list[Child] = []
+        self.services: list[Service] = []
         self.selector = selectors.DefaultSelector()
         self.stop_signal: int | None = None
         self.signals_seen = 0
@@ -231,15 +265,59 @@ class Supervisor:
             self.pump(0.3)
         raise ChildFailed(f"{child.name} did not answer {url} within {timeout:.0f} s")
 
+    def start_service(self, name: str, args: list[str]) -> Child:
+        """Start a long-running process that watch() restarts whenever it dies."""
+        service = Service(name, args)
+        self.services.append(service)
+        return self.launch(service)
+
+    def launch(self, service: Service) -> Child:
+        service.child = self.spawn(service.name, service.args)
+        service.started_at = time.monotonic()
+        return service.child
+
     def watch(self) -> None:
-        """Relay output until a signal arrives or a child exits."""
+        """Relay output and restart dead services until a signal arrives."""
         while True:
             self.check_stop()
-            for child in self.children:
-                if not child.running:
-                    self.drain(child)
-                    raise ChildFailed(f"{child.name} exited unexpectedly with code {child.process.returncode}")
+            now = time.monotonic()
+            for service in self.services:
+                if service.child is not None and not service.child.running:
+                    self.schedule_restart(service, now)
+                elif service.child is None and now >= service.restart_at:
+                    service.restarts += 1
+                    self.launch(service)
             self.pump(0.2)
+
+    def schedule_restart(self, service: Service, now: float) -> None:
+        child = service.child
+        if child is None:
+            return
+        self.retire(child)
+        service.child = None
+        if now - service.started_at >= STABLE_AFTER:
+            service.quick_deaths = 0
+        service.quick_deaths += 1
+        delay = restart_delay(service.quick_deaths)
+        service.restart_at = now + delay
+        say(
+            f"{service.name} exited unexpectedly with {describe_exit(child.process.returncode)}; "
+            f"restarting in {delay:g} s (restart {service.restarts + 1})"
+        )
+
+    def retire(self, child: Child) -> None:
+        """Forget a child that exited: end what is left of its process group and read its last output."""
+        # Its own workers (gunicorn's, Celery's pool) would otherwise live on, holding the port or the
+        # output pipe, beside the process that replaces it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.process.pid, signal.SIGKILL)
+        self.drain(child)
+        stream = child.process.stdout
+        if stream is not None and not stream.closed:
+            self.selector.unregister(stream)
+            stream.close()
+        child.flush()
+        self.children.remove(child)
 
     def shutdown(self) -> None:
         """SIGTERM to every child, SIGKILL to their whole process groups after STOP_TIMEOUT."""
@@ -320,9 +398,9 @@ def main() -> int:
             admin = supervisor.run_step("admin", manage("shell", "-c", code))
             admin_created = "superuser created" in admin.lines
 
-        supervisor.spawn("web", web_command(port))
-        supervisor.spawn("worker", worker_command(embedded))
-        supervisor.spawn(
+        supervisor.start_service("web", web_command(port))
+        supervisor.start_service("worker", worker_command(embedded))
+        supervisor.start_service(
             "beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "info", "--schedule", BEAT_SCHEDULE]
         )
         write_run_state(public_url, fake_url)
@@ -375,7 +453,7 @@ def start_fake_shoptet(supervisor: Supervisor, env: dict[str, str], public_url: 
         SHOPTET_API_URL=fake_url,
         DEBUG="1",
     )
-    fake = supervisor.spawn(
+    fake = supervisor.start_service(
         "shoptet",
         [PYTHON, "-m", "tests.fakes.shoptet", "--port", str(fake_port), "--demo", "--platform-url", public_url],
     )

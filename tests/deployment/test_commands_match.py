@@ -69,3 +69,9 @@ def test_every_compose_service_of_the_image_runs_a_command_the_stage_ran() -> No
 def test_compose_builds_the_image_from_this_dockerfile() -> None:
     for name, service in platform_services().items():
         assert service.get("build") == ".", name
+
+
+def test_compose_restarts_the_long_running_services_and_never_the_one_off_steps() -> None:
+    policies = {name: service.get("restart") for name, service in platform_services().items()}
+    expected = {name: "no" if name in commands.ONE_OFF else "unless-stopped" for name in commands.SERVICES}
+    assert policies == expected
