@@ -39,7 +39,8 @@ SHALLOW_QUEUE = 20
 RACE_QUEUE = "race"
 CRASH_MARKERS = ("Unrecoverable error", "CRITICAL", "Traceback")
 
-app = Celery("embedded-broker-test")
+# Not the current app: collected with the suite, it must not take over the project's shared tasks.
+app = Celery("embedded-broker-test", set_as_current=False)
 _config: dict[str, Any] = json.loads(os.environ.get(CONFIG_VARIABLE) or "{}")
 if _config:
     app.conf.update(_config["celery"])

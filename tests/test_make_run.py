@@ -132,10 +132,28 @@ def test_run_serves_healthz_in_demo_mode_and_stops_everything_on_ctrl_c(tmp_path
         body = wait_for_health(process, port, log_path)
         assert json.loads(body) == {"database": "ok", "broker": "ok"}
 
+        # From another terminal, without the PORT that `make run` was given: the command finds the platform
+        # and the fake from what `make run` wrote down.
+        another_terminal = {key: value for key, value in env.items() if key not in ("PORT", "FAKE_SHOPTET_PORT")}
+        another_terminal.pop("PUBLIC_URL")
+        installed = subprocess.run(
+            [sys.executable, "manage.py", "install_demo_eshop"],
+            cwd=ROOT,
+            env=another_terminal,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        assert f"Installed e-shop {DEMO_ESHOP_ID}" in installed.stdout
+        fake_url = f"http://127.0.0.1:{fake_port}"
+        wait_until(lambda: webhook_registrations(fake_url) > 0, "the demo e-shop's onboarding", process, log_path)
+
         # Long enough for beat to send each relay a few times (every 2-3 s).
         time.sleep(8)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0, log_tail(log_path)
+        assert not (ROOT / "var" / "run.json").exists(), "make run left its run file behind"
 
         output = log_path.read_text(errors="replace")
         # The relays tick every 2-3 s; their routine lines stay out of a newcomer's terminal.
