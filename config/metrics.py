@@ -39,6 +39,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("reason",),
     ),
     "install_callback_refused": ("Install callbacks refused before any code exchange, by reason", ("reason",)),
+    "api_throttle_unavailable": ("REST requests let through unthrottled: the rate limit's cache was down", ("scope",)),
 }
 # Every label value comes from a fixed set; anything else (a value first seen in outside input) is this.
 OTHER = "other"
@@ -96,13 +97,23 @@ def increment(name: str, **labels: str | int) -> None:
     """Add one to a counter; a metrics store that is down never breaks the call being counted."""
     field = _field(labels)
     if not settings.REDIS_URL:
-        with _local_lock:
-            _local_counts[(name, field)] += 1
+        _count_in_process(name, field)
         return
     try:
         _redis().hincrby(_hash_key(name), field, 1)
     except redis.RedisError as error:
         logger.warning("metrics store unavailable: %s", type(error).__name__)
+        _count_in_process(name, field)
+
+
+def increment_in_process(name: str, **labels: str | int) -> None:
+    """Add one to a counter in this process only: for counting while the metrics store is known to be down."""
+    _count_in_process(name, _field(labels))
+
+
+def _count_in_process(name: str, field: str) -> None:
+    with _local_lock:
+        _local_counts[(name, field)] += 1
 
 
 def observe_api_call(*, eshop_id: int, method: str, endpoint: str, status: int, seconds: float) -> None:
@@ -205,11 +216,15 @@ def endpoint_timings(*, limit: int = 10) -> list[EndpointTiming]:
 
 
 def _counter_values(name: str) -> dict[str, float]:
+    with _local_lock:
+        # With Redis, this process's own counts are the ones the store could not take when it was down.
+        values = {field: float(count) for (counter, field), count in _local_counts.items() if counter == name}
     if not settings.REDIS_URL:
-        with _local_lock:
-            return {field: float(count) for (counter, field), count in _local_counts.items() if counter == name}
+        return values
     raw: dict[bytes, bytes] = _redis().hgetall(_hash_key(name))  # type: ignore[assignment]
-    return {field.decode(): float(value) for field, value in raw.items()}
+    for field, value in raw.items():
+        values[field.decode()] = values.get(field.decode(), 0.0) + float(value)
+    return values
 
 
 class PlatformCollector:

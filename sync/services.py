@@ -431,13 +431,15 @@ def _restart(job: SyncJob, reason: str) -> SyncJob:
 # ---------------------------------------------------------------------------
 
 
-def sync_changes(*, job: SyncJob, progress: Callable[[int], None] | None = None) -> SyncJob:
+def sync_changes(*, job: SyncJob, progress: Callable[[int], None] | None = None, resume: bool = False) -> SyncJob:
     """Apply every change since the cursor, then move the cursor; too old a cursor starts a snapshot instead.
 
     Only a requested job is claimed, so a run never goes on in two workers at once (a redelivered task, the
-    relay and a retry); a transient failure hands the job back as requested, for the task's retry.
+    relay and a retry); a transient failure hands the job back as requested, for the task's retry. A run
+    the database interrupted could not hand it back: `resume` takes its own running job over again.
     """
-    claimed = SyncJob.objects.filter(pk=job.pk, mode=Mode.CHANGES, status=Status.REQUESTED).update(
+    claimable = [Status.REQUESTED, Status.RUNNING] if resume else [Status.REQUESTED]
+    claimed = SyncJob.objects.filter(pk=job.pk, mode=Mode.CHANGES, status__in=claimable).update(
         status=Status.RUNNING, started_at=timezone.now(), updated_at=timezone.now()
     )
     job.refresh_from_db()
@@ -646,15 +648,21 @@ class RefreshOutcome:
     more: bool = False
 
 
-def refresh_pending(*, installation: Installation, resource: Resource, limit: int = REFRESH_LIMIT) -> RefreshOutcome:
-    """Fetch the documents webhooks named, each once; `more` says some were left for another run."""
+def refresh_pending(
+    *, installation: Installation, resource: Resource, limit: int = REFRESH_LIMIT, claim: str | None = None
+) -> RefreshOutcome:
+    """Fetch the documents webhooks named, each once; `more` says some were left for another run.
+
+    `claim` names the run (its task's id): a run the database interrupted could not release what it had
+    claimed, and takes those requests again when it runs once more, instead of waiting for the claim's TTL.
+    """
     outcome = RefreshOutcome()
     if not installation.is_active:
         return outcome
     client = ShoptetClient(installation)
     processed = 0
     while processed < limit:
-        claim = uuid.uuid4().hex
+        claim = claim or uuid.uuid4().hex
         requests = _claim_refreshes(installation, resource, claim, min(REFRESH_BATCH, limit - processed))
         if not requests:
             return outcome
@@ -697,7 +705,7 @@ def _claim_refreshes(installation: Installation, resource: Resource, claim: str,
         pks = list(
             RefreshRequest.objects.select_for_update(skip_locked=True)
             .filter(installation=installation, resource=resource.name)
-            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - REFRESH_CLAIM_TTL))
+            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - REFRESH_CLAIM_TTL) | Q(claim=claim))
             .order_by("requested_at", "pk")
             .values_list("pk", flat=True)[:size]
         )

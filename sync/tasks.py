@@ -14,6 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import transaction
 
+from config.celery import rerun_after_database_outage
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS
 from sync import services
@@ -86,7 +87,7 @@ def import_snapshot(self: Task, job_id: int) -> None:
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def sync_changes(self: Task, job_id: int) -> None:
     try:
-        services.sync_changes(job=SyncJob.objects.get(pk=job_id))
+        services.sync_changes(job=SyncJob.objects.get(pk=job_id), resume=rerun_after_database_outage())
     except TRANSIENT_ERRORS as error:
         _retry_or_fail(self, job_id, error)
 
@@ -95,11 +96,18 @@ def sync_changes(self: Task, job_id: int) -> None:
 def refresh_documents(self: Task, installation_id: int, resource: str) -> None:
     installation = Installation.objects.get(pk=installation_id)
     try:
-        outcome = services.refresh_pending(installation=installation, resource=resource_named(resource))
+        outcome = services.refresh_pending(
+            installation=installation, resource=resource_named(resource), claim=_claim_of(self)
+        )
     except TRANSIENT_ERRORS as error:
         raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
     if outcome.more:
         refresh_documents.delay(installation_id, resource)
+
+
+def _claim_of(task: Task) -> str | None:
+    """The run's task id, as a refresh claim (32 characters): the same again when the run is repeated."""
+    return task.request.id.replace("-", "")[:32] if task.request.id else None
 
 
 @shared_task

@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from config.database import DATABASE_OUTAGE_ERRORS
 from installations.models import Installation
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
@@ -577,6 +578,8 @@ def _process_entity(delivery: WebhookDelivery, installation: Installation, outco
         else:
             outcome.failed.extend(fresh_ids)
         return
+    except DATABASE_OUTAGE_ERRORS:
+        raise  # not the handler's fault: the task runs the whole group again once the database is back
     except Exception as error:
         logger.exception("webhook handler failed eshop_id=%s event=%s", installation.eshop_id, delivery.event)
         _mark(fresh_ids, Status.FAILED, f"{type(error).__name__}: {error}", attempt=True)
