@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
-from django.test import Client
+from django.test import Client, override_settings
 from rest_framework.authtoken.models import Token
 
 from installations import services
@@ -20,6 +20,18 @@ ESHOP_ID = 222651
 OTHER_ESHOP_ID = 315185
 # The apps whose models the REST API checks Django's permissions on.
 PLATFORM_APPS = ("installations", "webhooks", "sync")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing() -> Iterator[None]:
+    """Staff users are made per test; PBKDF2's 1,000,000 rounds would cost most of a second each time.
+
+    Only this process hashes with MD5: the platform's own processes that tests start keep the real hashers.
+    """
+    with override_settings(
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+    ):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
