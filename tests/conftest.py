@@ -18,6 +18,22 @@ from tests.fakes.shoptet import FakeShoptet
 
 ESHOP_ID = 222651
 OTHER_ESHOP_ID = 315185
+# Every surface refuses these as an e-shop id; int() would read the Arabic-Indic and the double-struck
+# ones as 1000001, and the others as numbers or 500s.
+NOT_ESHOP_IDS = [
+    "²",
+    "①",
+    "¹²³",
+    "፩",
+    "\u0661\u0660\u0660\u0660\u0660\u0660\u0661",
+    "\U0001d7d9\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d9",
+    "-1",
+    "+1",
+    "1e3",
+    "0x10",
+    "1" * 19,
+    "true",
+]
 # The apps whose models the REST API checks Django's permissions on.
 PLATFORM_APPS = ("installations", "webhooks", "sync")
 

@@ -8,27 +8,12 @@ from django.test import Client
 from installations import services
 from installations.models import AddonSettings, Installation, SettingsChange
 from tests.addon.conftest import form_fields, log_in, refusal_reason
-from tests.conftest import install_via_fake
+from tests.conftest import NOT_ESHOP_IDS, install_via_fake
 from tests.fakes.shoptet import FakeShoptet
 
 ENTRY = "/addon/settings/"
 PAGES = ["/addon/settings/overview/", "/addon/settings/deliveries/", "/addon/settings/progress/"]
 ESHOP_ID = 1000001
-# Each of them is refused; int() reads the Arabic-Indic and the double-struck ones as 1000001.
-NOT_ESHOP_IDS = [
-    "²",
-    "①",
-    "¹²³",
-    "፩",
-    "\u0661\u0660\u0660\u0660\u0660\u0660\u0661",
-    "\U0001d7d9\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d9",
-    "-1",
-    "+1",
-    "1e3",
-    "0x10",
-    "1" * 19,
-    "true",
-]
 
 
 @pytest.fixture

@@ -5,20 +5,10 @@ from __future__ import annotations
 import pytest
 
 from shoptet_api.ids import InvalidEshopId, parse_eshop_id
+from tests.conftest import NOT_ESHOP_IDS as SHARED_NOT_ESHOP_IDS
 
 NOT_ESHOP_IDS = [
-    "²",
-    "①",
-    "¹²³",
-    "፩",
-    "\u0661\u0660\u0660\u0660\u0660\u0660\u0661",
-    "\U0001d7d9\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d9",
-    "-1",
-    "+1",
-    "1e3",
-    "0x10",
-    "1" * 19,
-    "true",
+    *SHARED_NOT_ESHOP_IDS,
     "",
     " 1",
     "1 ",

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from installations.models import Installation
-from tests.conftest import install_via_fake
+from tests.conftest import NOT_ESHOP_IDS, install_via_fake
 from tests.fakes.shoptet import FakeShoptet
 from tests.webhooks.conftest import onboard, post, shoptet_time
 from webhooks import signature
@@ -18,21 +18,6 @@ from webhooks.models import WebhookDelivery
 pytestmark = pytest.mark.django_db
 
 ESHOP_ID = 1000001
-# int() reads the Arabic-Indic and the double-struck ones as 1000001; each must be refused instead.
-NOT_ESHOP_IDS = [
-    "²",
-    "①",
-    "¹²³",
-    "፩",
-    "\u0661\u0660\u0660\u0660\u0660\u0660\u0661",
-    "\U0001d7d9\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d8\U0001d7d9",
-    "-1",
-    "+1",
-    "1e3",
-    "0x10",
-    "1" * 19,
-    "true",
-]
 # The same as JSON values other than strings: `true` is an int to Python, 10**18 has 19 digits.
 NOT_ESHOP_ID_LITERALS = ["true", "false", "1e3", "1000001.0", "-1", "0", str(10**18), "null", "[1000001]"]
 
