@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import re
 import time
@@ -16,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config import metrics
+from config.addresses import ip_or_none
 from installations.models import Installation, InstallAttempt, StatusChange
 from installations.throttle import CACHE_ERRORS
 from shoptet_api import tokens
@@ -55,7 +55,7 @@ class InstallOutcome:
 def install(*, code: str, remote_addr: str | None = None) -> InstallOutcome:
     """Exchange the install code for the e-shop's OAuth token and store it; reinstall reuses the row."""
     started = time.monotonic()
-    attempt = InstallAttempt(code_fingerprint=_fingerprint(code), remote_addr=_address_or_none(remote_addr))
+    attempt = InstallAttempt(code_fingerprint=_fingerprint(code), remote_addr=ip_or_none(remote_addr))
     try:
         _check_code(code)
         grant = _exchange(code)
@@ -130,14 +130,6 @@ def _store_grant(grant: tokens.Grant) -> InstallOutcome:
     elif not installation.is_active:
         installation.transition_to(Installation.Status.ACTIVE, cause="reinstall callback")
     return InstallOutcome(installation=installation, reinstalled=reinstalled)
-
-
-def _address_or_none(remote_addr: str | None) -> str | None:
-    """The source address as the attempt's column takes it; a server on a socket may give none, or a path."""
-    try:
-        return str(ipaddress.ip_address(remote_addr or ""))
-    except ValueError:
-        return None
 
 
 def _fingerprint(code: str) -> str:

@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
+from config.addresses import client_address
 from installations import services, throttle
 
 
@@ -13,7 +14,7 @@ from installations import services, throttle
 @require_GET
 def install(request: HttpRequest) -> HttpResponse:
     """Answer 200 only once the OAuth token is committed; onboarding follows through the relay."""
-    remote_addr = request.META.get("REMOTE_ADDR")
+    remote_addr = client_address(request.META)
     throttled = throttle.admit_install_callback(remote_addr=remote_addr)
     if throttled:
         body = {"installed": False, "error": "Too many install requests; retry later."}

@@ -11,9 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from django.conf import settings
@@ -51,26 +49,6 @@ def _cut(body: bytes, limit: int) -> int:
         if body[cut] & 0xC0 != 0x80:
             return cut
     return limit  # not UTF-8 there: any cut will do
-
-
-def client_address(meta: Mapping[str, Any]) -> str | None:
-    """The caller's address: REMOTE_ADDR, or the entry TRUSTED_PROXY_COUNT proxies back in X-Forwarded-For."""
-    remote = _ip_or_none(meta.get("REMOTE_ADDR"))
-    proxies = settings.TRUSTED_PROXY_COUNT
-    if not proxies:
-        return remote
-    # Each trusted proxy appends the address it got the call from; entries further left are the caller's word.
-    hops = [hop.strip() for hop in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",") if hop.strip()]
-    if len(hops) < proxies:
-        return remote
-    return _ip_or_none(hops[-proxies]) or remote
-
-
-def _ip_or_none(value: object) -> str | None:
-    try:
-        return str(ipaddress.ip_address(str(value or "")))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,15 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from webhooks import rejections, services
+from config.addresses import client_address
+from webhooks import services
 
 
 @csrf_exempt  # Shoptet's server calls it; the signature is the authentication.
 @require_POST
 def receive(request: HttpRequest) -> HttpResponse:
     intake = services.record_delivery(
-        body=_body_or_none(request), headers=request.headers, remote_addr=rejections.client_address(request.META)
+        body=_body_or_none(request), headers=request.headers, remote_addr=client_address(request.META)
     )
     if intake.delivery is None:
         response = JsonResponse({"delivery": None, "status": "rate_limited", "message": intake.message}, status=429)

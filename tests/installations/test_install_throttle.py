@@ -127,3 +127,23 @@ def test_an_install_works_while_the_cache_is_down(client: Client, fake_shoptet: 
 
     assert response.status_code == 200
     assert Installation.objects.get().eshop_id == OTHER_ESHOP_ID
+
+
+def test_behind_a_trusted_proxy_the_limit_and_the_attempt_take_the_caller_s_address(
+    client: Client, fake_shoptet: FakeShoptet, settings: Any
+) -> None:
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = "10.0.0.2"
+    for number in range(50):
+        response = client.get(
+            INSTALL_URL, {"code": f"guessed{number}"}, REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=FLOODER
+        )
+        assert response.status_code == 400
+    throttled = client.get(INSTALL_URL, {"code": "guessed-again"}, REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=FLOODER)
+    real = client.get(
+        INSTALL_URL, {"code": issue_code(fake_shoptet, ESHOP_ID)}, REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=SHOPTET
+    )
+
+    assert throttled.status_code == 429
+    assert real.status_code == 200
+    assert set(InstallAttempt.objects.values_list("remote_addr", flat=True)) == {FLOODER, SHOPTET}
