@@ -177,6 +177,7 @@ INSTALLED_APPS = [
     "shoptet_api",
     "webhooks",
     "sync",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -311,6 +312,9 @@ CELERY_TASK_ROUTES = {
     "sync.tasks.refresh_documents": {"queue": "shoptet"},
     "sync.tasks.relay_sync_work": {"queue": "default"},
     "sync.tasks.sync_changes_everywhere": {"queue": "default"},
+    "notifications.tasks.send_notification": {"queue": "default"},
+    "notifications.tasks.relay_notifications": {"queue": "default"},
+    "notifications.tasks.notify_silent_webhooks": {"queue": "default"},
 }
 # Publishing must never hang a request: a broker that does not answer fails fast, and the
 # outbox relays in beat pick the work up later.
@@ -351,7 +355,32 @@ CELERY_BEAT_SCHEDULE = {
         "task": "sync.tasks.sync_changes_everywhere",
         "schedule": 60.0 * 60,
     },
+    # Notification e-mails are recorded where their event happens; this relay enqueues the sending.
+    "relay-notifications": {
+        "task": "notifications.tasks.relay_notifications",
+        "schedule": 10.0,
+    },
+    "notify-silent-webhooks": {
+        "task": "notifications.tasks.notify_silent_webhooks",
+        "schedule": 24 * 60.0 * 60,
+    },
 }
+
+# ---------------------------------------------------------------------------
+# E-mail: notifications to e-shop admins (notifications app)
+# ---------------------------------------------------------------------------
+# smtp://user:password@host:587/?tls=True, smtp+ssl://…:465; unset writes mails to the console (demo mode).
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND: str = _email["EMAIL_BACKEND"]
+EMAIL_HOST: str = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT: int = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER: str = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD: str = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS: bool = bool(_email.get("EMAIL_USE_TLS", False))
+EMAIL_USE_SSL: bool = bool(_email.get("EMAIL_USE_SSL", False))
+# A server that hangs must not hold a worker: the send fails and is retried later.
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="Shoptet addon platform <noreply@localhost>")
 
 # ---------------------------------------------------------------------------
 # REST API

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from installations.auth import Admin
 from installations.models import AddonSettings, Installation, SettingsChange
+from notifications import services as notifications
 from sync import services as sync_services
 from sync.models import Invoice, Order, SyncCursor, SyncJob
 from webhooks.models import WebhookDelivery
@@ -145,6 +146,7 @@ def update_settings(*, installation: Installation, admin: Admin, values: dict[st
             row.updated_by = admin.email
             row.save()
             SettingsChange.objects.bulk_create(changes)
+        notifications.remember_language(installation=installation, language=admin.language)
     if changes:
         logger.info(
             "addon settings changed eshop_id=%s by=%s fields=%s",

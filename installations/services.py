@@ -18,6 +18,7 @@ from config import metrics
 from config.addresses import ip_or_none
 from installations.models import Installation, InstallAttempt, StatusChange
 from installations.throttle import CACHE_ERRORS
+from notifications import services as notifications
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
 from shoptet_api.errors import OAuthError, TransportError
@@ -234,6 +235,7 @@ def record_onboarding_failure(*, installation: Installation, error: Exception) -
     installation.onboarding_error = str(error)[:2000]
     installation.save(update_fields=["onboarding_status", "onboarding_error", "updated_at"])
     logger.error("onboarding failed eshop_id=%s error=%s", installation.eshop_id, error)
+    notifications.notify_onboarding_failure(installation=installation)
 
 
 @transaction.atomic
@@ -357,6 +359,8 @@ def _change_status(installation: Installation, target: str, *, cause: str, event
         # Registrations belong to the installation at Shoptet and die with it.
         installation.webhook_registrations.all().delete()
     logger.info("life cycle eshop_id=%s status=%s changed=%s cause=%s", installation.eshop_id, target, changed, cause)
+    if changed:
+        notifications.notify_status_change(installation=installation, status=target)
     return changed
 
 

@@ -25,6 +25,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from installations.models import Installation
+from notifications import services as notifications
 from shoptet_api.client import ShoptetClient
 from shoptet_api.errors import (
     TRANSIENT_ERRORS,
@@ -822,6 +823,8 @@ def _fail(job: SyncJob, error: str) -> SyncJob:
     # A suspended e-shop is not retried: addon:approve reads /changes when it comes back.
     if failed and job.mode == Mode.CHANGES and job.installation.is_active:
         _schedule_retry(job, now)
+    if failed:
+        notifications.notify_sync_failure(job=job)
     return job
 
 

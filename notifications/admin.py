@@ -1,0 +1,55 @@
+"""Staff's record of every notification e-mail: read-only, since it says what happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from notifications.models import Notification
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin[Notification]):
+    list_display = ["created_at", "installation", "kind", "day", "status", "recipient", "language", "attempts"]
+    list_filter = ["status", "kind", "language", "day"]
+    list_select_related = ["installation"]
+    search_fields = ["=installation__eshop_id", "recipient"]
+    search_help_text = "The exact e-shop id, or the recipient's address."
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fields = readonly_fields = (
+        "installation",
+        "kind",
+        "day",
+        "status",
+        "recipient",
+        "language",
+        "attempts",
+        "error",
+        "enqueued_at",
+        "created_at",
+        "finished_at",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        # The installation's encrypted secrets are never loaded for a list of mails.
+        return (
+            super()
+            .get_queryset(request)
+            .defer(
+                "installation__oauth_token",
+                "installation__webhook_signature_key",
+                "installation__previous_webhook_signature_key",
+            )
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
