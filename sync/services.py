@@ -322,14 +322,23 @@ def _import_result(job: SyncJob, client: ShoptetClient, url: str, progress: Prog
         if locked is None:
             return job
         full_at = (locked.shoptet_created_at or locked.created_at) if locked.change_time_from is None else None
-        with remote.open_result(url, session=client.session) as lines:
-            counts = importer.import_lines(
-                installation=locked.installation,
-                resource=resource,
-                lines=lines,
-                full_snapshot_at=full_at,
-                progress=_reporter(progress, lines),
-            )
+
+        def import_download(direct: bool) -> ImportCounts:
+            with remote.open_result(url, session=client.session) as lines:
+                return importer.import_lines(
+                    installation=locked.installation,
+                    resource=resource,
+                    lines=lines,
+                    full_snapshot_at=full_at,
+                    progress=_reporter(progress, lines),
+                    direct=direct,
+                )
+
+        try:
+            counts = import_download(direct=True)
+        except importer.DirectImportConflict as conflict:
+            _log_direct_conflict(locked.installation, resource, conflict)
+            counts = import_download(direct=False)
         _advance_cursor(locked.installation, resource.name, locked.created_at - CURSOR_OVERLAP)
         _store_counts(locked, counts)
         locked.status = Status.COMPLETED
@@ -361,10 +370,23 @@ def import_file(
 
     Raises ResultFileError, changing nothing, when the file is not a complete gzip JSON Lines file.
     """
-    lines = remote.ResultLines(stream, total_bytes=total_bytes)
-    counts = importer.import_lines(
-        installation=installation, resource=resource, lines=lines, progress=_reporter(progress, lines)
-    )
+
+    def import_stream(direct: bool) -> ImportCounts:
+        lines = remote.ResultLines(stream, total_bytes=total_bytes)
+        return importer.import_lines(
+            installation=installation,
+            resource=resource,
+            lines=lines,
+            progress=_reporter(progress, lines),
+            direct=direct,
+        )
+
+    try:
+        counts = import_stream(direct=stream.seekable())
+    except importer.DirectImportConflict as conflict:
+        _log_direct_conflict(installation, resource, conflict)
+        stream.seek(0)
+        counts = import_stream(direct=False)
     logger.info(
         "file imported eshop_id=%s resource=%s received=%s imported=%s skipped=%s",
         installation.eshop_id,
@@ -374,6 +396,15 @@ def import_file(
         counts.skipped,
     )
     return counts
+
+
+def _log_direct_conflict(installation: Installation, resource: Resource, conflict: Exception) -> None:
+    logger.info(
+        "fresh import met an existing code, read again through staging eshop_id=%s resource=%s error=%s",
+        installation.eshop_id,
+        resource.name,
+        str(conflict).splitlines()[0][:300],
+    )
 
 
 def _reporter(progress: ProgressCallback | None, lines: remote.ResultLines) -> Callable[[int], None] | None:

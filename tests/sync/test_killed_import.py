@@ -57,7 +57,7 @@ def worker_is_copying() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = %s AND state = 'active' AND query LIKE 'COPY sync_stage%%'",
+            " WHERE application_name = %s AND state = 'active' AND query LIKE 'COPY sync_%%'",
             [APPLICATION_NAME],
         )
         return bool(cursor.fetchone()[0])
