@@ -51,8 +51,8 @@ def test_two_runs_of_one_job_at_once_import_it_once(fake_shoptet: FakeShoptet) -
     first = threading.Thread(target=first_run)
     first.start()
     deadline = time.monotonic() + 30
-    while not SyncJob.objects.filter(pk=job.pk, status="importing").exclude(lease_owner="").exists():
-        assert time.monotonic() < deadline, "the first run never took the job"
+    while fake_shoptet.request_count("GET", r"/api-results/") == 0:
+        assert time.monotonic() < deadline, "the first run never started the download"
         time.sleep(0.01)
     details_before = fake_shoptet.request_count("GET", r"/api/system/jobs/")
 
