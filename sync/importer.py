@@ -144,12 +144,19 @@ def _import_direct(
             tempfile.TemporaryFile(prefix="import-items-") as spool,
         ):
             items = _ItemSpool(cursor, layout, installation.pk, spool)
-            for documents in parser.chunks(DIRECT_COPY_DOCUMENTS):
-                ids = _reserve_ids(cursor, layout.doc_table, len(documents))
-                _copy_documents(cursor, layout, installation.pk, synced_at, zip(ids, documents, strict=True), items)
-                counts.received += len(documents)
+            documents = parser.documents()
+            while True:
+                # Ids first, then the documents streamed into the COPY until they are used up: nothing is
+                # held back, and an id left over at the end is a gap in the sequence, as a rollback leaves.
+                ids = _reserve_ids(cursor, layout.doc_table, DIRECT_COPY_DOCUMENTS)
+                written = _copy_documents(
+                    cursor, layout, installation.pk, synced_at, zip(ids, documents, strict=False), items
+                )
+                counts.received += written
                 if progress is not None:
                     progress(counts.received)
+                if written < len(ids):
+                    break
             items.copy_into_table()
     except (IntegrityError, psycopg.IntegrityError) as error:  # the COPY's errors come from psycopg itself
         raise DirectImportConflict(str(error)) from error
@@ -177,7 +184,9 @@ def _copy_documents(
     synced_at: datetime,
     documents: Iterable[tuple[int, Parsed]],
     items: _ItemSpool,
-) -> None:
+) -> int:
+    """COPY the documents (with their ids) and spool their items; returns how many."""
+    written = 0
     columns = ", ".join(["id", "installation_id", "code", *layout.doc_columns, "data", "synced_at"])
     with cursor.cursor.copy(f"COPY {layout.doc_table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         # The line goes as jsonb's binary input (version byte + text): no decoding or escaping on our side.
@@ -198,6 +207,8 @@ def _copy_documents(
                 )
             )
             items.add(document_id, document_items)
+            written += 1
+    return written
 
 
 class _ItemSpool:
@@ -249,21 +260,15 @@ class _ParsingThread:
         self.thread = threading.Thread(target=self._run, name="snapshot-parser", daemon=True)
         self.thread.start()
 
-    def chunks(self, size: int) -> Iterator[list[Parsed]]:
-        """The parsed documents, `size` at a time (the last chunk may be smaller)."""
-        chunk: list[Parsed] = []
+    def documents(self) -> Iterator[Parsed]:
+        """The parsed documents in the file's order."""
         while True:
             batch = self.batches.get()
             if batch is self._END:
-                break
+                return
             if isinstance(batch, BaseException):
                 raise batch
-            chunk.extend(batch)
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+            yield from batch
 
     def stop(self) -> None:
         self.stopping.set()
