@@ -345,10 +345,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.tasks.purge_payloads",
         "schedule": 60.0 * 60,
     },
-    # Polls snapshot jobs whose job:finished did not come, and re-enqueues sync work whose task was lost.
+    # Polls snapshot jobs whose job:finished did not come, and re-enqueues sync work whose task was lost;
+    # every 10 s, so that a dead worker's job (its lease lapses after 20 s) runs again within 30 s.
     "relay-sync-work": {
         "task": "sync.tasks.relay_sync_work",
-        "schedule": 60.0,
+        "schedule": 10.0,
     },
     # The safety net under the webhooks: every installation's /changes since its cursor.
     "sync-changes": {

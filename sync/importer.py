@@ -1,10 +1,19 @@
-"""Bulk import of a snapshot's lines: stage every row, then merge into the tables after a clean end of stream.
+"""Bulk import of a snapshot's lines, all or nothing: straight into the tables when they hold nothing of the
+e-shop's yet, else staged and merged after a clean end of stream.
 
-Everything happens in one transaction. Rows go into temporary staging tables while the file streams in
-(PostgreSQL: `COPY`; other databases: batched inserts), so memory stays flat whatever the file's size.
-Only when the stream ended cleanly are they merged with `INSERT … ON CONFLICT`, never replacing a newer
-`change_time` with an older one. A bad file, a failure or a killed worker roll everything back: the
-tables are as they were and a rerun starts afresh.
+Everything happens in one transaction, so a bad file, a failure or a killed worker roll everything back:
+the tables are as they were and a rerun starts afresh.
+
+A fresh import (no row of that installation and resource yet) has nothing to merge with: on PostgreSQL the
+documents are COPYed straight into their table, and their items into a spool file on disk that is COPYed
+into the item table at the end (one connection runs one COPY at a time). A thread decompresses and parses
+the file while the main one encodes rows and PostgreSQL stores them. A code that appears twice, or a row
+that another worker inserted meanwhile, breaks the unique index: the fresh attempt is rolled back
+(DirectImportConflict) and the caller reads the file again through the staging path.
+
+Otherwise rows go into temporary staging tables while the file streams in (PostgreSQL: `COPY`; other
+databases: batched inserts), so memory stays flat whatever the file's size. Only when the stream ended
+cleanly are they merged with `INSERT … ON CONFLICT`, never replacing a newer `change_time` with an older one.
 
 The JSON column is the expensive part: the staging table keeps each line as it came and the merge
 converts it to `jsonb` once, as a direct `COPY` into the table would.
@@ -15,13 +24,17 @@ every value travels as a parameter.
 
 from __future__ import annotations
 
+import queue
+import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn, cast
+from typing import IO, Any, NoReturn, cast
 
 import orjson
-from django.db import connection, transaction
+import psycopg
+from django.db import IntegrityError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model
 from django.utils import timezone
@@ -34,8 +47,22 @@ STAGE = "sync_stage"
 MERGED = "sync_merged"
 PORTABLE_BATCH = 500
 PROGRESS_EVERY = 2000
+# Parsed documents travel from the parsing thread in batches; a few batches in flight keep memory flat.
+PARSED_BATCH = 200
+PARSED_BATCHES_AHEAD = 8
+# Documents per COPY statement of a fresh import: their ids are reserved before it starts.
+DIRECT_COPY_DOCUMENTS = 5000
+SPOOL_CHUNK = 1024 * 1024
+# jsonb's binary input format: a version byte, then the JSON text.
+JSONB_VERSION = b"\x01"
 
 Progress = Callable[[int], None]
+Parsed = tuple[dict[str, Any], bytes, list[dict[str, Any]]]
+
+
+class DirectImportConflict(Exception):
+    """A fresh import met a row it would duplicate (a code twice in the file, a concurrent insert); nothing
+    was changed, and the file has to be read again through the staging path."""
 
 
 @dataclass
@@ -53,14 +80,20 @@ def import_lines(
     lines: Iterable[bytes],
     full_snapshot_at: datetime | None = None,
     progress: Progress | None = None,
+    direct: bool = True,
 ) -> ImportCounts:
     """Import every line (one Shoptet document each) into the resource's tables, all or nothing.
 
     With `full_snapshot_at` the lines are the e-shop's complete list as of that moment: documents that
     are missing from it and were not changed since are marked deleted.
-    Raises ResultFileError (and changes nothing) when a line is not a document.
+    Raises ResultFileError (and changes nothing) when a line is not a document. With `direct`, a fresh
+    import goes straight into the tables and may raise DirectImportConflict (changing nothing).
     """
     layout = _Layout(resource)
+    if direct and connection.vendor == "postgresql":
+        with transaction.atomic():
+            if not _has_rows(layout, installation):
+                return _import_direct(installation, layout, lines, progress)
     counts = ImportCounts()
     synced_at = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -91,7 +124,200 @@ def import_lines(
     return counts
 
 
-def _parse(raw: bytes, line: int, resource: Resource) -> tuple[dict[str, Any], bytes, list[dict[str, Any]]]:
+def _has_rows(layout: _Layout, installation: Installation) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {layout.doc_table} WHERE installation_id = %s LIMIT 1", [installation.pk])  # noqa: S608 - our identifiers
+        return cursor.fetchone() is not None
+
+
+def _import_direct(
+    installation: Installation, layout: _Layout, lines: Iterable[bytes], progress: Progress | None
+) -> ImportCounts:
+    """COPY the documents straight into their table and the items, spooled, into theirs; one transaction."""
+    counts = ImportCounts()
+    synced_at = timezone.now()
+    parser = _ParsingThread(lines, layout.resource)
+    try:
+        with (
+            transaction.atomic(),
+            connection.cursor() as cursor,
+            tempfile.TemporaryFile(prefix="import-items-") as spool,
+        ):
+            items = _ItemSpool(cursor, layout, installation.pk, spool)
+            documents = parser.documents()
+            while True:
+                # Ids first, then the documents streamed into the COPY until they are used up: nothing is
+                # held back, and an id left over at the end is a gap in the sequence, as a rollback leaves.
+                ids = _reserve_ids(cursor, layout.doc_table, DIRECT_COPY_DOCUMENTS)
+                written = _copy_documents(
+                    cursor, layout, installation.pk, synced_at, zip(ids, documents, strict=False), items
+                )
+                counts.received += written
+                if progress is not None:
+                    progress(counts.received)
+                if written < len(ids):
+                    break
+            items.copy_into_table()
+    except (IntegrityError, psycopg.IntegrityError) as error:  # the COPY's errors come from psycopg itself
+        raise DirectImportConflict(str(error)) from error
+    finally:
+        parser.stop()
+    if progress is not None:
+        progress(counts.received)
+    counts.imported = counts.received
+    return counts
+
+
+def _reserve_ids(cursor: CursorWrapper, table: str, count: int) -> list[int]:
+    """Ids from the table's own sequence, taken before the COPY so that the items can name their document."""
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+        [table, count],
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _copy_documents(
+    cursor: CursorWrapper,
+    layout: _Layout,
+    installation_id: int,
+    synced_at: datetime,
+    documents: Iterable[tuple[int, Parsed]],
+    items: _ItemSpool,
+) -> int:
+    """COPY the documents (with their ids) and spool their items; returns how many."""
+    written = 0
+    columns = ", ".join(["id", "installation_id", "code", *layout.doc_columns, "data", "synced_at"])
+    with cursor.cursor.copy(f"COPY {layout.doc_table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        # The line goes as jsonb's binary input (version byte + text): no decoding or escaping on our side.
+        copy.set_types(
+            ["int8", "int8", "text", *(_stage_type(field) for field in layout.doc_fields), "bytea", "timestamptz"]
+        )
+        write_row = copy.write_row
+        names = layout.doc_names
+        for document_id, (values, raw, document_items) in documents:
+            write_row(
+                (
+                    document_id,
+                    installation_id,
+                    values["code"],
+                    *(values[name] for name in names),
+                    JSONB_VERSION + raw,
+                    synced_at,
+                )
+            )
+            items.add(document_id, document_items)
+            written += 1
+    return written
+
+
+class _ItemSpool:
+    """The items of a fresh import in COPY's binary format on disk, COPYed into their table at the end."""
+
+    def __init__(self, cursor: CursorWrapper, layout: _Layout, installation_id: int, spool: IO[bytes]) -> None:
+        self.cursor = cursor
+        self.layout = layout
+        self.installation_id = installation_id
+        self.spool = spool
+        self.columns = ["installation_id", layout.parent_column, "position", *layout.item_columns]
+        self._copy = psycopg.Copy(cursor.cursor, binary=True, writer=psycopg.copy.FileWriter(spool))
+        self._copy.set_types(["int8", "int8", "int2", *(_stage_type(field) for field in layout.item_fields)])
+        self._copy.__enter__()
+        self.rows = 0
+
+    def add(self, document_id: int, items: list[dict[str, Any]]) -> None:
+        names = self.layout.item_names
+        write_row = self._copy.write_row
+        for item in items:
+            write_row((self.installation_id, document_id, item["position"], *(item[name] for name in names)))
+        self.rows += len(items)
+
+    def copy_into_table(self) -> None:
+        self._copy.__exit__(None, None, None)
+        if not self.rows:
+            return
+        self.spool.seek(0)
+        sql = f"COPY {self.layout.item_table} ({', '.join(self.columns)}) FROM STDIN (FORMAT BINARY)"
+        with self.cursor.cursor.copy(sql) as copy:
+            while chunk := self.spool.read(SPOOL_CHUNK):
+                copy.write(chunk)
+
+
+class _ParsingThread:
+    """Decompresses and parses the lines in a thread of its own while the caller's thread COPYs.
+
+    Batches go through a bounded queue, so the parser is at most a few batches ahead and memory stays flat.
+    A line that is not a document ends the stream with its ResultFileError, raised in the caller's thread.
+    """
+
+    _END = object()
+
+    def __init__(self, lines: Iterable[bytes], resource: Resource) -> None:
+        self.lines = lines
+        self.resource = resource
+        self.batches: queue.Queue[Any] = queue.Queue(maxsize=PARSED_BATCHES_AHEAD)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="snapshot-parser", daemon=True)
+        self.thread.start()
+
+    def documents(self) -> Iterator[Parsed]:
+        """The parsed documents in the file's order."""
+        while True:
+            batch = self.batches.get()
+            if batch is self._END:
+                return
+            if isinstance(batch, BaseException):
+                raise batch
+            yield from batch
+
+    def stop(self) -> None:
+        self.stopping.set()
+        while self.thread.is_alive():
+            try:
+                self.batches.get(timeout=0.1)  # unblock a parser waiting for room in the queue
+            except queue.Empty:
+                pass
+        self.thread.join()
+
+    def _run(self) -> None:
+        try:
+            self._parse_all()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread, which raises it
+            self._put(error)
+        else:
+            self._put(self._END)
+
+    def _parse_all(self) -> None:
+        batch: list[Parsed] = []
+        line = 0
+        stream = iter(self.lines)
+        for raw in stream:
+            if raw.isspace():
+                continue
+            line += 1
+            try:
+                batch.append(_parse(raw, line, self.resource))
+            except ResultFileError as error:
+                _raise_file_error(stream, error)
+            if len(batch) >= PARSED_BATCH:
+                if not self._put(batch):
+                    return
+                batch = []
+        if batch:
+            self._put(batch)
+
+    def _put(self, item: Any) -> bool:
+        """Hand an item over; False once the caller has stopped listening."""
+        while not self.stopping.is_set():
+            try:
+                self.batches.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def _parse(raw: bytes, line: int, resource: Resource) -> Parsed:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:

@@ -211,6 +211,12 @@ class SyncJob(models.Model):
     error = models.TextField(blank=True)
     note = models.CharField(max_length=255, blank=True)
 
+    # The claim of the run that works on the job (an import, a `/changes` read), renewed by it every few
+    # seconds: once it lapses the run is taken for dead and the relay hands the job to a new one. An empty
+    # owner with a time means "handed on": the next run may take it at once.
+    lease_owner = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -34,7 +34,7 @@ from shoptet_api.errors import (
     ShoptetError,
     TransportError,
 )
-from sync import importer, remote
+from sync import importer, leases, remote
 from sync.documents import RESOURCES, Resource, items_of, moment, resource_named
 from sync.importer import ImportCounts
 from sync.models import Document, RefreshRequest, SyncCursor, SyncJob
@@ -261,10 +261,17 @@ def poll_snapshot(*, job: SyncJob) -> bool:
     return False
 
 
-def import_snapshot(*, job: SyncJob, progress: ProgressCallback | None = None) -> SyncJob:
-    """Read the finished job's result file into the tables (all or nothing); a no-op unless it waits for that."""
+def import_snapshot(*, job: SyncJob, progress: ProgressCallback | None = None, owner: str | None = None) -> SyncJob:
+    """Read the finished job's result file into the tables (all or nothing); a no-op unless it waits for that.
+
+    The run takes the job's lease (`owner` names the run: a task's id, so that its retry takes it again)
+    and renews it while it imports; a run that finds another one's live lease leaves without a request.
+    """
+    owner = owner or leases.new_owner()
     job.refresh_from_db()
     if job.mode != Mode.SNAPSHOT or job.status not in (Status.RUNNING, Status.IMPORTING):
+        return job
+    if job.status == Status.IMPORTING and job.lease_owner != owner and leases.is_live(job):
         return job
     client = ShoptetClient(job.installation)
     try:
@@ -289,12 +296,14 @@ def import_snapshot(*, job: SyncJob, progress: ProgressCallback | None = None) -
     valid_until = moment(detail.get("validUntil"))
     if valid_until is not None and valid_until <= timezone.now():
         return _restart(job, f"the result of job {job.shoptet_job_id} expired at {valid_until.isoformat()}")
+    now = timezone.now()
     with transaction.atomic():
-        # A job another worker imports right now is locked by that import: skip it, do not wait for it.
+        # The lease is taken in one UPDATE: of two runs at once, the second finds the first's lease and leaves.
         free = SyncJob.objects.select_for_update(skip_locked=True).filter(
-            pk=job.pk, status__in=[Status.RUNNING, Status.IMPORTING]
+            leases.takeable(owner, now), pk=job.pk, status__in=[Status.RUNNING, Status.IMPORTING]
         )
         claimed = SyncJob.objects.filter(pk__in=list(free.values_list("pk", flat=True))).update(
+            **leases.lease_fields(owner, now),
             status=Status.IMPORTING,
             result_url=url,
             valid_until=valid_until,
@@ -307,36 +316,62 @@ def import_snapshot(*, job: SyncJob, progress: ProgressCallback | None = None) -
     if not claimed:
         return job
     try:
-        return _import_result(job, client, url, progress)
+        with leases.Heartbeat(job.pk, owner) as heartbeat:
+            return _import_result(job, client, url, progress, heartbeat)
+    except leases.LeaseLost:
+        logger.warning("snapshot import given up: another run took the job over job=%s", job.pk)
+        job.refresh_from_db()
+        return job
     except remote.ResultGone as error:
         return _restart(job, str(error))
     except remote.ResultFileError as error:
         return _fail(job, str(error))
 
 
-def _import_result(job: SyncJob, client: ShoptetClient, url: str, progress: ProgressCallback | None) -> SyncJob:
+def _import_result(
+    job: SyncJob, client: ShoptetClient, url: str, progress: ProgressCallback | None, heartbeat: leases.Heartbeat
+) -> SyncJob:
     resource = resource_named(job.resource)
+    owner = heartbeat.owner
     with transaction.atomic():
-        # The lock is the import's: a second worker (a redelivered task, a poll and a webhook at once)
-        # skips instead of importing the same file twice. A killed worker's lock dies with its connection.
-        locked = SyncJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk, status=Status.IMPORTING).first()
+        # No lock on the job's row: the heartbeat renews the lease on it from its own connection. The
+        # lease is checked as the import goes and once more, under the row's lock, before the commit.
+        locked = SyncJob.objects.filter(pk=job.pk, status=Status.IMPORTING, lease_owner=owner).first()
         if locked is None:
             return job
         full_at = (locked.shoptet_created_at or locked.created_at) if locked.change_time_from is None else None
-        with remote.open_result(url, session=client.session) as lines:
-            counts = importer.import_lines(
-                installation=locked.installation,
-                resource=resource,
-                lines=lines,
-                full_snapshot_at=full_at,
-                progress=_reporter(progress, lines),
-            )
+
+        def import_download(direct: bool) -> ImportCounts:
+            with remote.open_result(url, session=client.session) as lines:
+                return importer.import_lines(
+                    installation=locked.installation,
+                    resource=resource,
+                    lines=lines,
+                    full_snapshot_at=full_at,
+                    progress=_checking_lease(heartbeat, _reporter(progress, lines)),
+                    direct=direct,
+                )
+
+        try:
+            counts = import_download(direct=True)
+        except importer.DirectImportConflict as conflict:
+            _log_direct_conflict(locked.installation, resource, conflict)
+            counts = import_download(direct=False)
         _advance_cursor(locked.installation, resource.name, locked.created_at - CURSOR_OVERLAP)
-        _store_counts(locked, counts)
-        locked.status = Status.COMPLETED
-        locked.error = ""
-        locked.finished_at = timezone.now()
-        locked.save()
+        finished = SyncJob.objects.filter(pk=locked.pk, status=Status.IMPORTING, lease_owner=owner).update(
+            **leases.released(),
+            status=Status.COMPLETED,
+            error="",
+            finished_at=timezone.now(),
+            received=counts.received,
+            imported=counts.imported,
+            skipped=counts.skipped,
+            deleted=counts.deleted,
+            updated_at=timezone.now(),
+        )
+        if not finished:  # taken for dead meanwhile: roll everything back, the other run imports
+            raise leases.LeaseLost(f"sync job {locked.pk}: the lease went to another run")
+        locked.refresh_from_db()
     logger.info(
         "snapshot imported eshop_id=%s resource=%s job=%s received=%s imported=%s skipped=%s deleted=%s",
         locked.installation.eshop_id,
@@ -362,10 +397,23 @@ def import_file(
 
     Raises ResultFileError, changing nothing, when the file is not a complete gzip JSON Lines file.
     """
-    lines = remote.ResultLines(stream, total_bytes=total_bytes)
-    counts = importer.import_lines(
-        installation=installation, resource=resource, lines=lines, progress=_reporter(progress, lines)
-    )
+
+    def import_stream(direct: bool) -> ImportCounts:
+        lines = remote.ResultLines(stream, total_bytes=total_bytes)
+        return importer.import_lines(
+            installation=installation,
+            resource=resource,
+            lines=lines,
+            progress=_reporter(progress, lines),
+            direct=direct,
+        )
+
+    try:
+        counts = import_stream(direct=stream.seekable())
+    except importer.DirectImportConflict as conflict:
+        _log_direct_conflict(installation, resource, conflict)
+        stream.seek(0)
+        counts = import_stream(direct=False)
     logger.info(
         "file imported eshop_id=%s resource=%s received=%s imported=%s skipped=%s",
         installation.eshop_id,
@@ -375,6 +423,26 @@ def import_file(
         counts.skipped,
     )
     return counts
+
+
+def _checking_lease(heartbeat: leases.Heartbeat, progress: Callable[[int], None] | None) -> Callable[[int], None]:
+    """Stop an import whose lease went to another run at its next progress report."""
+
+    def report(documents: int) -> None:
+        heartbeat.check()
+        if progress is not None:
+            progress(documents)
+
+    return report
+
+
+def _log_direct_conflict(installation: Installation, resource: Resource, conflict: Exception) -> None:
+    logger.info(
+        "fresh import met an existing code, read again through staging eshop_id=%s resource=%s error=%s",
+        installation.eshop_id,
+        resource.name,
+        str(conflict).splitlines()[0][:300],
+    )
 
 
 def _reporter(progress: ProgressCallback | None, lines: remote.ResultLines) -> Callable[[int], None] | None:
@@ -418,6 +486,7 @@ def _restart(job: SyncJob, reason: str) -> SyncJob:
         polls=0,
         next_poll_at=None,
         restarts=F("restarts") + 1,
+        **leases.released(),
         note=reason[:255],
         enqueued_at=timezone.now(),
         updated_at=timezone.now(),
@@ -440,14 +509,17 @@ def sync_changes(*, job: SyncJob, progress: Callable[[int], None] | None = None,
     the database interrupted could not hand it back: `resume` takes its own running job over again.
     """
     claimable = [Status.REQUESTED, Status.RUNNING] if resume else [Status.REQUESTED]
+    owner, now = leases.new_owner(), timezone.now()
     claimed = SyncJob.objects.filter(pk=job.pk, mode=Mode.CHANGES, status__in=claimable).update(
-        status=Status.RUNNING, started_at=timezone.now(), updated_at=timezone.now()
+        **leases.lease_fields(owner, now), status=Status.RUNNING, started_at=now, updated_at=now
     )
     job.refresh_from_db()
     if not claimed:
         return job
     try:
-        return _read_changes(job, progress)
+        # The lease tells the relay the run is alive; a dead worker's run is handed to a new one once it lapses.
+        with leases.Heartbeat(job.pk, owner):
+            return _read_changes(job, progress)
     except TRANSIENT_ERRORS:
         _release(job)
         raise  # the task retries; the cursor has not moved
@@ -483,7 +555,7 @@ def _read_changes(job: SyncJob, progress: Callable[[int], None] | None) -> SyncJ
 def _release(job: SyncJob) -> None:
     now = timezone.now()
     SyncJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
-        status=Status.REQUESTED, enqueued_at=now, updated_at=now
+        **leases.released(), status=Status.REQUESTED, enqueued_at=now, updated_at=now
     )
 
 
@@ -741,9 +813,10 @@ def claim_due_work(*, now: datetime | None = None) -> Relay:
     stale_requests = jobs.filter(status=Status.REQUESTED).filter(
         Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - STALE_REQUEST)
     )
-    stale_runs = jobs.filter(
-        Q(status=Status.IMPORTING) | Q(status=Status.RUNNING, mode=Mode.CHANGES), updated_at__lt=now - STALE_RUN
-    )
+    # A run renews its lease every few seconds; one that lapsed is a dead worker's. A run without a lease
+    # (started before leases existed) is taken for dead only after the task time limit.
+    lapsed = Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True, updated_at__lt=now - STALE_RUN)
+    stale_runs = jobs.filter(Q(status=Status.IMPORTING) | Q(status=Status.RUNNING, mode=Mode.CHANGES)).filter(lapsed)
     for pk, mode, status in list(stale_requests.values_list("pk", "mode", "status")) + list(
         stale_runs.values_list("pk", "mode", "status")
     ):
@@ -754,6 +827,9 @@ def claim_due_work(*, now: datetime | None = None) -> Relay:
         else:
             relay.starts.append(pk)
     SyncJob.objects.filter(pk__in=relay.starts + relay.changes + relay.imports).update(enqueued_at=now, updated_at=now)
+    # Handed on: the new run takes the job at once, and the relay sends it again only if that run never
+    # takes it within a lease.
+    SyncJob.objects.filter(pk__in=relay.imports).update(lease_owner="", lease_expires_at=now + leases.LEASE)
     # A `/changes` run claims only a requested job; this one's worker is gone (past the task time limit).
     SyncJob.objects.filter(pk__in=relay.changes, status=Status.RUNNING).update(status=Status.REQUESTED)
     relay.changes += _request_due_retries(now)
@@ -816,7 +892,14 @@ def _fail(job: SyncJob, error: str) -> SyncJob:
     failed = (
         SyncJob.objects.filter(pk=job.pk)
         .exclude(status__in=[Status.COMPLETED, Status.FAILED])
-        .update(status=Status.FAILED, error=error[:2000], finished_at=now, next_poll_at=None, updated_at=now)
+        .update(
+            status=Status.FAILED,
+            error=error[:2000],
+            finished_at=now,
+            next_poll_at=None,
+            updated_at=now,
+            **leases.released(),
+        )
     )
     job.refresh_from_db()
     logger.warning("sync job failed job=%s eshop_id=%s error=%s", job.pk, job.installation.eshop_id, error)

@@ -77,7 +77,7 @@ def poll_snapshot(self: Task, job_id: int) -> None:
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def import_snapshot(self: Task, job_id: int) -> None:
     try:
-        services.import_snapshot(job=SyncJob.objects.get(pk=job_id))
+        services.import_snapshot(job=SyncJob.objects.get(pk=job_id), owner=_claim_of(self))
     except TRANSIENT_ERRORS as error:
         _retry_or_fail(self, job_id, error)
     except SoftTimeLimitExceeded:

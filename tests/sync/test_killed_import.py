@@ -8,14 +8,16 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection, connections, transaction
+from django.utils import timezone
 
 from installations import services as installation_services
-from sync import services
+from sync import leases, services
 from sync.models import Order, OrderItem, SyncCursor, SyncJob
 from tests.conftest import install_via_fake
 from tests.fakes.shoptet import FakeShoptet
@@ -57,7 +59,7 @@ def worker_is_copying() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = %s AND state = 'active' AND query LIKE 'COPY sync_stage%%'",
+            " WHERE application_name = %s AND state = 'active' AND query LIKE 'COPY sync_%%'",
             [APPLICATION_NAME],
         )
         return bool(cursor.fetchone()[0])
@@ -91,7 +93,9 @@ def test_a_worker_killed_mid_import_leaves_nothing_and_the_redelivery_completes(
     assert OrderItem.objects.filter(installation=shop).count() == 0
     assert not SyncCursor.objects.filter(installation=shop).exists()
 
-    # Celery's acks_late redelivers the task: the same service call on the same job.
+    # The killed run renews its lease no more: once it lapsed, the relay hands the job to a new run.
+    relay = services.claim_due_work(now=timezone.now() + leases.LEASE + timedelta(seconds=1))
+    assert relay.imports == [job.pk]
     job = services.import_snapshot(job=job)
 
     orders = fake_shoptet.eshops[shop.eshop_id].orders
