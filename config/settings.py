@@ -142,6 +142,8 @@ if _tenant_retention_days < 0:
 TENANT_DATA_RETENTION: timedelta | None = timedelta(days=_tenant_retention_days) if _tenant_retention_days else None
 # Rows deleted per statement when an e-shop's data is purged: no statement holds locks for long.
 TENANT_DATA_PURGE_BATCH = 1000
+# How long the settings page's link to download the e-shop's data stays valid.
+EXPORT_LINK_MAX_AGE = timedelta(hours=1)
 # Rejections stored per source address and minute; beyond it the endpoint answers 429 and stores nothing. 0: off.
 WEBHOOK_REJECTIONS_PER_MINUTE: int = env.int("WEBHOOK_REJECTIONS_PER_MINUTE", default=30)
 # Proxies in front of the platform that append the caller to X-Forwarded-For; 0 trusts no such header.

@@ -12,6 +12,8 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
+from django.core import signing
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model, QuerySet
 
@@ -87,3 +89,44 @@ def gzip_lines(installation: Installation) -> Iterator[bytes]:
         if chunk:
             yield chunk
     yield compressor.flush()
+
+
+# ---------------------------------------------------------------------------
+# The settings page's download link: signed for one installation, valid for EXPORT_LINK_MAX_AGE
+# ---------------------------------------------------------------------------
+
+LINK_SALT = "installations.export.link"
+
+
+class LinkRefused(Exception):
+    """The download link is not one we issued for this e-shop, or it expired; `http_status` says which."""
+
+    def __init__(self, message: str, *, http_status: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+def sign_link(installation: Installation) -> str:
+    """The link's value: the installation and e-shop, signed with a salt used for nothing else."""
+    return signing.dumps({"installation": installation.pk, "eshop": installation.eshop_id}, salt=LINK_SALT)
+
+
+def installation_of_link(value: str, *, eshop_id: str) -> Installation:
+    """The installation a link was issued for, when it is intact, unexpired and for the e-shop it names."""
+    try:
+        claims = signing.loads(value, salt=LINK_SALT, max_age=settings.EXPORT_LINK_MAX_AGE)
+    except signing.SignatureExpired as expired:
+        raise LinkRefused("This download link has expired.", http_status=403) from expired
+    except signing.BadSignature as bad:
+        raise LinkRefused("This download link is not valid.", http_status=403) from bad
+    installation_pk, eshop = (claims.get("installation"), claims.get("eshop")) if isinstance(claims, dict) else (0, 0)
+    if not isinstance(installation_pk, int) or not isinstance(eshop, int) or str(eshop) != eshop_id:
+        raise LinkRefused("This download link belongs to another e-shop.", http_status=404)
+    installation = (
+        Installation.objects.defer("oauth_token", "webhook_signature_key", "previous_webhook_signature_key")
+        .filter(pk=installation_pk, eshop_id=eshop)
+        .first()
+    )
+    if installation is None:
+        raise LinkRefused("This e-shop has no data here.", http_status=404)
+    return installation
