@@ -135,6 +135,15 @@ _rejected_retention_hours = env.int("REJECTED_DELIVERY_RETENTION_HOURS", default
 if _rejected_retention_hours < 1:
     raise ImproperlyConfigured("REJECTED_DELIVERY_RETENTION_HOURS must be at least 1.")
 REJECTED_DELIVERY_RETENTION = timedelta(hours=_rejected_retention_hours)
+# Days an uninstalled or terminated e-shop's mirrored data is kept before it is deleted; 0 keeps it for ever.
+_tenant_retention_days = env.int("TENANT_DATA_RETENTION", default=30)
+if _tenant_retention_days < 0:
+    raise ImproperlyConfigured("TENANT_DATA_RETENTION must be a number of days, 0 or more.")
+TENANT_DATA_RETENTION: timedelta | None = timedelta(days=_tenant_retention_days) if _tenant_retention_days else None
+# Rows deleted per statement when an e-shop's data is purged: no statement holds locks for long.
+TENANT_DATA_PURGE_BATCH = 1000
+# How long the settings page's link to download the e-shop's data stays valid.
+EXPORT_LINK_MAX_AGE = timedelta(hours=1)
 # Rejections stored per source address and minute; beyond it the endpoint answers 429 and stores nothing. 0: off.
 WEBHOOK_REJECTIONS_PER_MINUTE: int = env.int("WEBHOOK_REJECTIONS_PER_MINUTE", default=30)
 # Proxies in front of the platform that append the caller to X-Forwarded-For; 0 trusts no such header.
@@ -298,6 +307,7 @@ CELERY_DB_REUSE_MAX = 100
 CELERY_TASK_ROUTES = {
     "installations.tasks.onboard": {"queue": "shoptet"},
     "installations.tasks.relay_pending_onboarding": {"queue": "default"},
+    "installations.tasks.purge_ended_tenants": {"queue": "default"},
     "webhooks.tasks.process_delivery": {"queue": "shoptet"},
     "webhooks.tasks.reconcile_webhooks": {"queue": "shoptet"},
     "webhooks.tasks.recover_notifications": {"queue": "shoptet"},
@@ -322,6 +332,11 @@ CELERY_TASK_PUBLISH_RETRY = False
 # Beat's periodic tasks log a line each when sent, received and finished; off unless asked for (or `-l debug`).
 LOG_PERIODIC_TASKS: bool = env.bool("LOG_PERIODIC_TASKS", default=False)
 CELERY_BEAT_SCHEDULE = {
+    # Daily: the data of e-shops that ended more than TENANT_DATA_RETENTION ago.
+    "purge-ended-tenants": {
+        "task": "installations.tasks.purge_ended_tenants",
+        "schedule": 24 * 60.0 * 60,
+    },
     # The install callback only writes the database; this relay enqueues the onboarding.
     "relay-pending-onboarding": {
         "task": "installations.tasks.relay_pending_onboarding",

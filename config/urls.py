@@ -21,6 +21,7 @@ urlpatterns = [
     path("addon/settings/resync/", settings_page.resync, name="addon-resync"),
     path("addon/settings/deliveries/", settings_page.deliveries, name="addon-deliveries"),
     path("addon/settings/preferences/", settings_page.preferences, name="addon-preferences"),
+    path("addon/settings/export/", settings_page.export_download, name="addon-export"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api_urls")),
 ]

@@ -149,9 +149,9 @@ def update_settings(*, installation: Installation, admin: Admin, values: dict[st
         notifications.remember_language(installation=installation, language=admin.language)
     if changes:
         logger.info(
-            "addon settings changed eshop_id=%s by=%s fields=%s",
+            # The admin's e-mail is personal data: it stays in the settings changes, never in a log line.
+            "addon settings changed eshop_id=%s fields=%s",
             installation.eshop_id,
-            admin.email,
             ",".join(change.field for change in changes),
         )
     return changes
@@ -319,11 +319,10 @@ def start_resync(*, installation: Installation, admin: Admin, resource: str, mod
     except sync_services.SyncError as error:
         raise ResyncRefused(_("The sync cannot start now. Try again later.")) from error
     logger.info(
-        "resync requested eshop_id=%s resource=%s mode=%s job=%s by=%s",
+        "resync requested eshop_id=%s resource=%s mode=%s job=%s",
         installation.eshop_id,
         resource,
         mode,
         job.pk,
-        admin.email,
     )
     return job

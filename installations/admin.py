@@ -17,14 +17,21 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import BooleanField, Count, ExpressionWrapper, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from config.admin import audit
-from installations import auth, demo, services
+from installations import auth, demo, export, retention, services
 from installations.models import AddonSettings, Installation, InstallAttempt, SettingsChange, StatusChange
 from shoptet_api import tokens
 from shoptet_api.errors import ShoptetError
@@ -124,6 +131,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         "last_webhook_at",
         "installed_at",
         "data_links",
+        "data_purge",
     ]
     list_filter = ["status", "onboarding_status", ("installed_at", admin.DateFieldListFilter)]
     search_fields = ["=eshop_id", "name", "eshop_url", "contact_email"]
@@ -145,6 +153,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
                     "webhooks_health",
                     "changes_health",
                     "data_counts",
+                    "data_purge",
                 ]
             },
         ),
@@ -179,6 +188,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         "webhooks_health",
         "changes_health",
         "data_counts",
+        "data_purge",
         "status_changed_at",
         "installed_at",
         "suspended_at",
@@ -188,7 +198,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         "signature_key_renewed_at",
     )
     inlines = [SyncCursorInline, WebhookRegistrationInline, RegistrationDriftInline, StatusChangeInline]
-    actions = ["rerun_onboarding", "renew_signature_key", "refresh_identity", "start_sync"]
+    actions = ["rerun_onboarding", "renew_signature_key", "refresh_identity", "start_sync", "export_data", "purge_data"]
     change_list_template = "admin/installations/installation/change_list.html"
     change_form_template = "admin/installations/installation/change_form.html"
 
@@ -228,6 +238,13 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
     # ------------------------------------------------------------------
     # Columns and health
     # ------------------------------------------------------------------
+
+    @admin.display(description="data purged")
+    def data_purge(self, installation: Installation) -> str:
+        due = retention.purge_due_at(installation)
+        if due is None:
+            return "kept for ever" if installation.status in retention.ENDED else "—"
+        return f"{'on' if due > timezone.now() else 'since'} {timezone.localtime(due):%Y-%m-%d %H:%M}"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, installation: Installation) -> str:
@@ -386,6 +403,40 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
             started.append(installation)
         audit(request, started, f"Started a sync: {mode} of {resource}.")
         self.message_user(request, f"{mode.capitalize()} of {resource} started for {len(started)} installations.")
+        return None
+
+    @admin.action(description="Export the e-shop's data (gzip JSON lines)", permissions=["view"])
+    def export_data(self, request: HttpRequest, queryset: QuerySet[Installation]) -> StreamingHttpResponse | None:
+        chosen = list(queryset.defer(*SECRET_FIELDS)[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Choose exactly one installation to export.", messages.WARNING)
+            return None
+        installation = chosen[0]
+        audit(request, [installation], "Exported the e-shop's data.")
+        response = StreamingHttpResponse(export.gzip_lines(installation), content_type="application/gzip")
+        response["Content-Disposition"] = f'attachment; filename="{export.filename(installation)}"'
+        return response
+
+    @admin.action(
+        description="Purge the e-shop's data now (orders, invoices, deliveries, sync jobs)", permissions=["delete"]
+    )
+    def purge_data(self, request: HttpRequest, queryset: QuerySet[Installation]) -> TemplateResponse | None:
+        # Only ended tenants: an active one would be mirrored again at once, a suspended one may come back.
+        ended = list(queryset.filter(status__in=retention.ENDED).defer(*SECRET_FIELDS))
+        if "apply" not in request.POST:
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Purge the e-shops' data now",
+                "opts": self.opts,
+                "installations": ended,
+                "refused": queryset.exclude(status__in=retention.ENDED),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/installations/installation/purge_data.html", context)
+        for installation in ended:
+            outcome = retention.purge_tenant_data(installation=installation)
+            audit(request, [installation], f"Purged the e-shop's data now ({outcome.total} rows deleted).")
+        self.message_user(request, f"Data purged for {len(ended)} uninstalled or terminated installations.")
         return None
 
     # ------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone, translation
@@ -23,7 +23,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from installations import addon_settings, auth
+from installations import addon_settings, auth, export
 from installations.forms import AddonSettingsForm
 from installations.models import Installation
 from sync import tasks as sync_tasks
@@ -209,8 +209,27 @@ def preferences(request: HttpRequest) -> HttpResponse:
         "form": form,
         "history": [(change, labels.get(change.field, change.field)) for change in history],
         "saved": request.GET.get("saved", ""),
+        "export_url": _export_url(session.installation),
     }
     return _render(request, "addon/preferences.html", session, context, status=400 if form.errors else 200)
+
+
+@require_GET
+def export_download(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """The e-shop's data as gzip JSON lines, streamed; the signed link is the credential (no session)."""
+    try:
+        installation = export.installation_of_link(request.GET.get("s", ""), eshop_id=request.GET.get("eshopId", ""))
+    except export.LinkRefused as refusal:
+        return HttpResponse(str(refusal), status=refusal.http_status, content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(export.gzip_lines(installation), content_type="application/gzip")
+    response["Content-Disposition"] = f'attachment; filename="{export.filename(installation)}"'
+    patch_cache_control(response, private=True, no_store=True)
+    return response
+
+
+def _export_url(installation: Installation) -> str:
+    query = {"eshopId": installation.eshop_id, "s": export.sign_link(installation)}
+    return f"{reverse('addon-export')}?{urlencode(query)}"
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from config.logs import bound_eshop
-from installations import services
+from installations import retention, services
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS, ShoptetError
 from sync import services as sync_services
@@ -58,3 +58,9 @@ def start_initial_import(installation: Installation) -> None:
 def relay_pending_onboarding() -> None:
     for installation_id in services.claim_pending_onboarding(stale_after=ONBOARDING_STALE_AFTER):
         onboard.delay(installation_id)
+
+
+@shared_task
+def purge_ended_tenants() -> None:
+    deleted = retention.purge_due()
+    logger.info("ended tenants purged rows=%s", deleted)
