@@ -81,6 +81,8 @@ class ReadOnlyInline(admin.TabularInline):
 
     extra = 0
     can_delete = False
+    # Without the row's name repeated on a line above each row.
+    template = "admin/installations/installation/tabular_history.html"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
