@@ -51,8 +51,8 @@ def test_the_list_shows_status_onboarding_webhooks_and_links(
     assert ">Done</strong>" in html  # onboarding
     assert '<td class="field-webhooks_summary">8/8</td>' in html
     assert '8 <strong style="color:#a11c1c">drift</strong>' in html
-    assert f"/admin/sync/order/?installation__id__exact={mine.pk}" in html
-    assert f"/admin/webhooks/webhookdelivery/?installation__id__exact={theirs.pk}" in html
+    assert f"/admin/sync/order/?eshop={mine.eshop_id}" in html
+    assert f"/admin/webhooks/webhookdelivery/?eshop={theirs.eshop_id}" in html
 
 
 def test_the_list_is_searchable_and_filterable(
