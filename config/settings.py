@@ -331,6 +331,13 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_PUBLISH_RETRY = False
 # Beat's periodic tasks log a line each when sent, received and finished; off unless asked for (or `-l debug`).
 LOG_PERIODIC_TASKS: bool = env.bool("LOG_PERIODIC_TASKS", default=False)
+# Sweeps over every installation: each visits every installation once per period, a slice per tick.
+SWEEP_TICK = timedelta(minutes=1)
+# Fewer installations than this per tick: the sweep takes them in fewer, larger slices (config.sweeps).
+SWEEP_MIN_BATCH = 100
+REGISTRATION_WATCH_PERIOD = timedelta(hours=1)
+NOTIFICATION_WATCH_PERIOD = timedelta(minutes=15)
+CHANGES_SWEEP_PERIOD = timedelta(hours=1)
 CELERY_BEAT_SCHEDULE = {
     # Daily: the data of e-shops that ended more than TENANT_DATA_RETENTION ago.
     "purge-ended-tenants": {
@@ -347,13 +354,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.tasks.relay_deliveries",
         "schedule": 2.0,
     },
+    # The sweeps over every installation tick every SWEEP_TICK, each tick taking one slice (config.sweeps).
     "watch-webhook-registrations": {
         "task": "webhooks.tasks.watch_registrations",
-        "schedule": 60.0 * 60,
+        "schedule": SWEEP_TICK.total_seconds(),
     },
     "watch-webhook-notifications": {
         "task": "webhooks.tasks.watch_notifications",
-        "schedule": 15.0 * 60,
+        "schedule": SWEEP_TICK.total_seconds(),
     },
     # Hourly: rejected deliveries are kept only REJECTED_DELIVERY_RETENTION.
     "purge-webhook-payloads": {
@@ -369,7 +377,7 @@ CELERY_BEAT_SCHEDULE = {
     # The safety net under the webhooks: every installation's /changes since its cursor.
     "sync-changes": {
         "task": "sync.tasks.sync_changes_everywhere",
-        "schedule": 60.0 * 60,
+        "schedule": SWEEP_TICK.total_seconds(),
     },
     # Notification e-mails are recorded where their event happens; this relay enqueues the sending.
     "relay-notifications": {

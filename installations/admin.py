@@ -30,7 +30,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from config.admin import audit
+from config.admin import EshopFilter, audit
 from installations import auth, demo, export, retention, services
 from installations.models import AddonSettings, Installation, InstallAttempt, SettingsChange, StatusChange
 from shoptet_api import tokens
@@ -88,6 +88,8 @@ class ReadOnlyInline(admin.TabularInline):
 
     extra = 0
     can_delete = False
+    # Without the row's name repeated on a line above each row.
+    template = "admin/installations/installation/tabular_history.html"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -331,7 +333,7 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         ]
         links = []
         for label, url_name, queryset in lists:
-            url = f"{reverse(url_name)}?{urlencode({'installation__id__exact': installation.pk})}"
+            url = f"{reverse(url_name)}?{urlencode({EshopFilter.parameter_name: installation.eshop_id})}"
             if counts:
                 label = f"{queryset.filter(installation=installation).count()} {label}"
             links.append((url, label))

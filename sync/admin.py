@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin import audit
+from config.admin import EshopFilter, EstimatedCountPaginator, audit
 from installations.models import Installation
 from sync import services, tasks
 from sync.models import Document, Invoice, InvoiceItem, Order, OrderItem, SyncCursor, SyncJob
@@ -79,6 +79,7 @@ class DocumentAdmin(admin.ModelAdmin):
     search_fields = ["^code", "^email"]
     search_help_text = "Code or e-mail, from its beginning."
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     ordering = ["-creation_time"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -121,7 +122,7 @@ class OrderAdmin(DocumentAdmin):
         "is_deleted",
     ]
     list_filter = [
-        ("installation", admin.RelatedOnlyFieldListFilter),
+        EshopFilter,
         "paid",
         "status_name",
         "currency",
@@ -165,7 +166,7 @@ class InvoiceAdmin(DocumentAdmin):
         "is_deleted",
     ]
     list_filter = [
-        ("installation", admin.RelatedOnlyFieldListFilter),
+        EshopFilter,
         "is_valid",
         "paid",
         "billing_method_name",
@@ -231,11 +232,12 @@ class SyncJobAdmin(admin.ModelAdmin):
         "short_error",
         "next_retry",
     ]
-    list_filter = ["status", "resource", "mode", ("installation", admin.RelatedOnlyFieldListFilter)]
+    list_filter = ["status", "resource", "mode", EshopFilter]
     search_fields = ["=installation__eshop_id", "=shoptet_job_id"]
     search_help_text = "Exact e-shop id or Shoptet job id."
     list_select_related = ["installation"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     actions = ["retry"]
     change_list_template = "admin/sync/syncjob/change_list.html"
     # The result URL is a secret (anybody holding it can download the e-shop's data): never shown.

@@ -21,9 +21,10 @@ from typing import IO, Any
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from config.sweeps import EVERYTHING, Slice, slice_at
 from installations.models import Installation
 from notifications import services as notifications
 from shoptet_api.client import ShoptetClient
@@ -140,10 +141,20 @@ def request_initial_import(*, installation: Installation) -> list[SyncJob]:
     return jobs
 
 
-def request_changes_everywhere() -> list[SyncJob]:
-    """A `/changes` run per active installation and resource, unless one is in flight; the caller enqueues."""
+def active_installations() -> QuerySet[Installation]:
+    return Installation.objects.filter(status=Installation.Status.ACTIVE)
+
+
+def changes_slice(*, moment: datetime | None = None) -> Slice:
+    """The slice of active installations whose `/changes` a reconciliation tick at `moment` (now) reads."""
+    return slice_at(settings.CHANGES_SWEEP_PERIOD, population=active_installations().count(), moment=moment)
+
+
+def request_changes_everywhere(*, share: Slice = EVERYTHING) -> list[SyncJob]:
+    """A `/changes` run per active installation in `share` and resource, unless one is in flight; the caller
+    enqueues."""
     jobs = []
-    for installation in Installation.objects.filter(status=Installation.Status.ACTIVE).order_by("pk"):
+    for installation in share.of(active_installations()).order_by("pk"):
         for name in RESOURCES:
             try:
                 jobs.append(

@@ -127,6 +127,7 @@ def relay_sync_work() -> None:
 
 @shared_task
 def sync_changes_everywhere() -> None:
-    for job in services.request_changes_everywhere():
+    """This tick's slice of the `/changes` reconciliation (config.sweeps): each installation once per period."""
+    for job in services.request_changes_everywhere(share=services.changes_slice()):
         sync_changes.delay(job.pk)
     services.prune_jobs()

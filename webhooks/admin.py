@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin import audit
+from config.admin import EshopFilter, EstimatedCountPaginator, audit
 from webhooks import services
 from webhooks.events import SYSTEM_EVENTS
 from webhooks.models import WebhookDelivery
@@ -53,7 +53,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
     ]
     # Choices come from the installations and the configured events, never from a scan of the log.
     list_filter = [
-        "installation",
+        EshopFilter,
         EventFilter,
         "status",
         "signature_valid",
@@ -64,6 +64,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
     search_help_text = "Exact eventInstance (an order or invoice code, a job id, …)."
     list_select_related = ["installation"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     date_hierarchy = "received_at"
     actions = ["replay"]
     change_form_template = "admin/webhooks/webhookdelivery/change_form.html"

@@ -27,6 +27,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.database import DATABASE_OUTAGE_ERRORS
+from config.sweeps import EVERYTHING, Slice, slice_at
 from installations.models import Installation
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
@@ -930,13 +931,21 @@ def reconcile_webhooks(*, installation: Installation, client: ShoptetClient | No
     return drift
 
 
-def installations_to_watch() -> list[int]:
+def watched_installations() -> QuerySet[Installation]:
     """Active, onboarded installations: the ones whose registrations and notifications are checked."""
-    return list(
-        Installation.objects.filter(
-            status=Installation.Status.ACTIVE, onboarding_status=Installation.Onboarding.DONE
-        ).values_list("pk", flat=True)
+    return Installation.objects.filter(
+        status=Installation.Status.ACTIVE, onboarding_status=Installation.Onboarding.DONE
     )
+
+
+def installations_to_watch(*, share: Slice = EVERYTHING) -> list[int]:
+    """The watched installations in `share` (one beat tick's slice of a sweep), by pk."""
+    return list(share.of(watched_installations()).order_by("pk").values_list("pk", flat=True))
+
+
+def watch_slice(period: timedelta, *, moment: datetime | None = None) -> Slice:
+    """The slice of the watched installations that a sweep of `period` checks at `moment` (now)."""
+    return slice_at(period, population=watched_installations().count(), moment=moment)
 
 
 def _apply_registrations(

@@ -42,13 +42,17 @@ def relay_deliveries() -> None:
 
 @shared_task
 def watch_registrations() -> None:
-    for installation_id in services.installations_to_watch():
+    """This tick's slice of the hourly check (config.sweeps): every installation once per period."""
+    share = services.watch_slice(settings.REGISTRATION_WATCH_PERIOD)
+    for installation_id in services.installations_to_watch(share=share):
         reconcile_webhooks.delay(installation_id)
 
 
 @shared_task
 def watch_notifications() -> None:
-    for installation_id in services.installations_to_watch():
+    """This tick's slice of the notification-log recovery (config.sweeps)."""
+    share = services.watch_slice(settings.NOTIFICATION_WATCH_PERIOD)
+    for installation_id in services.installations_to_watch(share=share):
         recover_notifications.delay(installation_id)
 
 

@@ -15,12 +15,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from config import admin as platform_admin
 from installations import services as installation_services
 from installations.models import AddonSettings, Installation, SettingsChange
 from tests.api.conftest import SLASHED, add_deliveries, add_jobs, mirror
 from tests.conftest import install_via_fake
 from tests.fakes.shoptet import FakeShoptet
-from webhooks.models import RegistrationDrift
+from webhooks.models import RegistrationDrift, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
 
@@ -98,3 +99,49 @@ def test_the_busiest_lists_stay_within_a_few_queries(
         response = admin_client.get(url)
 
     assert len(response.context["cl"].result_list) >= 2
+
+
+INSTALLATION_FILTERED_LISTS = [
+    "/admin/webhooks/webhookdelivery/",
+    "/admin/sync/order/",
+    "/admin/sync/invoice/",
+    "/admin/sync/syncjob/",
+]
+
+
+@pytest.mark.parametrize("url", INSTALLATION_FILTERED_LISTS)
+def test_lists_filtered_by_eshop_never_list_every_eshop(
+    admin_client: Client, tenants: tuple[Installation, Installation], url: str
+) -> None:
+    mine, theirs = tenants
+
+    page = admin_client.get(url).content.decode()
+    sidebar = page[page.index('id="changelist-filter"') :]
+    sidebar = sidebar[: sidebar.index("</nav>")]
+    filtered = admin_client.get(url, {"eshop": str(mine.eshop_id)})
+    mistyped = admin_client.get(url, {"eshop": "12x"})
+
+    # An e-shop id box instead of a sidebar line per e-shop: no e-shop's name is in the filters.
+    assert 'name="eshop"' in sidebar
+    assert str(theirs) not in sidebar and str(mine) not in sidebar
+    assert filtered.status_code == 200
+    rows = filtered.context["cl"].result_list
+    assert rows and {row.installation_id for row in rows} == {mine.pk}
+    assert mistyped.status_code == 200 and list(mistyped.context["cl"].result_list) == []
+
+
+def test_an_unfiltered_large_list_is_counted_from_the_planners_estimate(
+    admin_client: Client, tenants: tuple[Installation, Installation]
+) -> None:
+
+    with connection.cursor() as cursor:  # the statistics as PostgreSQL keeps them for a table of a million rows
+        cursor.execute("ANALYZE webhooks_webhookdelivery")
+        cursor.execute("UPDATE pg_class SET reltuples = 1000000 WHERE oid = 'webhooks_webhookdelivery'::regclass")
+
+    unfiltered = admin_client.get("/admin/webhooks/webhookdelivery/")
+    filtered = admin_client.get("/admin/webhooks/webhookdelivery/", {"eshop": str(tenants[0].eshop_id)})
+
+    assert platform_admin.ESTIMATE_COUNTS_ABOVE < 1_000_000
+    assert unfiltered.context["cl"].paginator.count == 1_000_000
+    exact = WebhookDelivery.objects.filter(installation=tenants[0]).count()
+    assert filtered.context["cl"].paginator.count == exact

@@ -31,7 +31,7 @@ def test_orders_are_listed_searched_and_shown_read_only(
     listing = admin_client.get("/admin/sync/order/")
     by_code = admin_client.get("/admin/sync/order/", {"q": "2026/0007"})
     by_email = admin_client.get("/admin/sync/order/", {"q": order.email})
-    filtered = admin_client.get("/admin/sync/order/", {"installation__id__exact": str(onboarded.pk), "deleted": "no"})
+    filtered = admin_client.get("/admin/sync/order/", {"eshop": str(onboarded.eshop_id), "deleted": "no"})
     detail = admin_client.get(f"/admin/sync/order/{order.pk}/change/")
 
     assert listing.status_code == 200
@@ -133,7 +133,7 @@ def test_a_failing_changes_sync_shows_on_the_installation_and_job_pages(
 
     page = admin_client.get(f"/admin/installations/installation/{onboarded.pk}/change/").content.decode()
     other_page = admin_client.get(f"/admin/installations/installation/{other_onboarded.pk}/change/").content.decode()
-    jobs = admin_client.get("/admin/sync/syncjob/", {"installation__id__exact": str(onboarded.pk)}).content.decode()
+    jobs = admin_client.get("/admin/sync/syncjob/", {"eshop": str(onboarded.eshop_id)}).content.decode()
 
     assert cursor.failures == 2
     assert (

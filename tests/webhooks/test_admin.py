@@ -30,7 +30,7 @@ def test_the_changelist_with_every_filter(admin_client: Client, log: list[Webhoo
     response = admin_client.get(
         CHANGELIST,
         {
-            "installation__id__exact": str(log[0].installation_id),
+            "eshop": str(log[0].eshop_id),
             "event": "order:update",
             "status__exact": "processed",
             "signature_valid__exact": "1",

@@ -1,0 +1,78 @@
+"""The sweeps over every installation fan out in bounded slices that cover everyone within their period."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.conf import settings
+
+from installations.models import Installation
+from sync import services as sync_services
+from webhooks import services
+
+pytestmark = pytest.mark.django_db
+
+ESHOPS = 600
+MIN_BATCH = 5
+HOUR_START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def many_installations(settings) -> list[int]:  # type: ignore[no-untyped-def]
+    settings.SWEEP_MIN_BATCH = MIN_BATCH
+    Installation.objects.bulk_create(
+        Installation(
+            eshop_id=700_000 + number,
+            status=Installation.Status.ACTIVE,
+            onboarding_status=Installation.Onboarding.DONE,
+        )
+        for number in range(ESHOPS)
+    )
+    return sorted(Installation.objects.values_list("pk", flat=True))
+
+
+def ticks(period: timedelta) -> list[datetime]:
+    return [HOUR_START + settings.SWEEP_TICK * number for number in range(int(period / settings.SWEEP_TICK))]
+
+
+@pytest.mark.parametrize("period_setting", ["REGISTRATION_WATCH_PERIOD", "NOTIFICATION_WATCH_PERIOD"])
+def test_the_watchdogs_take_a_bounded_slice_per_tick_and_cover_everyone_within_the_period(
+    many_installations: list[int], period_setting: str
+) -> None:
+    period: timedelta = getattr(settings, period_setting)
+    slots = int(period / settings.SWEEP_TICK)
+    seen: list[int] = []
+
+    for moment in ticks(period):
+        watched = services.installations_to_watch(share=services.watch_slice(period, moment=moment))
+        assert len(watched) <= math.ceil(ESHOPS / slots), moment
+        seen.extend(watched)
+
+    assert sorted(seen) == many_installations  # each one exactly once per period
+
+
+def test_the_changes_reconciliation_takes_a_bounded_slice_per_tick_and_covers_everyone_within_the_hour(
+    many_installations: list[int],
+) -> None:
+    slots = int(settings.CHANGES_SWEEP_PERIOD / settings.SWEEP_TICK)
+    covered: set[int] = set()
+
+    for moment in ticks(settings.CHANGES_SWEEP_PERIOD):
+        jobs = sync_services.request_changes_everywhere(share=sync_services.changes_slice(moment=moment))
+        installations = {job.installation_id for job in jobs}
+        assert len(installations) <= math.ceil(ESHOPS / slots), moment
+        assert len(jobs) == len(installations) * len(sync_services.RESOURCES)
+        assert not installations & covered
+        covered |= installations
+
+    assert sorted(covered) == many_installations
+
+
+def test_a_few_installations_are_all_swept_in_one_tick(many_installations: list[int], settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SWEEP_MIN_BATCH = ESHOPS
+
+    share = services.watch_slice(settings.REGISTRATION_WATCH_PERIOD, moment=HOUR_START)
+
+    assert services.installations_to_watch(share=share) == many_installations
