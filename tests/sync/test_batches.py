@@ -55,7 +55,7 @@ def run_queued() -> dict[str, int]:
     ran: dict[str, int] = {}
     while messages := list(queued_messages()):
         for task, args, _ in messages:
-            celery_app.tasks[task].apply(args=args, throw=True)
+            celery_app.tasks[task].apply(args=tuple(args), throw=True)
             ran[task] = ran.get(task, 0) + 1
     return ran
 
@@ -178,7 +178,7 @@ def test_a_second_e_shop_is_processed_while_the_first_still_has_thousands_due(
     assert sorted(args[0] for args in batches) == sorted([busy.pk, quiet.pk])
     assert all(len(args[1]) <= webhook_services.BATCH_SIZE for args in batches)
     quiet_batch = next(args for args in batches if args[0] == quiet.pk)
-    webhook_tasks.process_batch.apply(args=quiet_batch, throw=True)
+    webhook_tasks.process_batch.apply(args=tuple(quiet_batch), throw=True)
     run_queued()  # the quiet e-shop's refresh; the busy e-shop's batch was taken out of the queue above
 
     assert set(mirrored(quiet, "orders")) == {code}
