@@ -97,10 +97,10 @@ def test_a_thousand_copies_of_one_delivery_and_fifty_others_make_one_batch_one_r
 
     ran = relay_and_run()
 
-    # One task per batch of the e-shop's deliveries (not one per entity), one refresh run per batch.
+    # One task per batch of the e-shop's deliveries (not one per entity), at most one refresh task per batch.
     batches = ran["webhooks.tasks.process_batch"]
     assert batches <= -(-1050 // webhook_services.BATCH_SIZE)
-    assert ran["sync.tasks.refresh_documents"] <= batches
+    assert ran.get("sync.tasks.refresh_documents", 0) <= batches
     assert "webhooks.tasks.process_delivery" not in ran
     assert fake_shoptet.request_count("GET", rf"/api/orders/{copied}") == 1
     assert all(fake_shoptet.request_count("GET", rf"/api/orders/{code}") == 1 for code in others)
