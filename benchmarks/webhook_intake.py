@@ -200,7 +200,7 @@ def celery_worker() -> list[str]:
         "config",
         "worker",
         "-Q",
-        "default,shoptet",
+        "priority,default,shoptet",
         "--concurrency",
         "2",
         "-l",

@@ -303,12 +303,16 @@ CELERY_DB_REUSE_MAX = 100
 # Every task's queue is named here (Celery deprecates the per-task `queue` attribute). Three queues:
 # `imports` for long snapshot imports, on their own workers, so that one e-shop's big import never delays
 # another e-shop's webhooks; `shoptet` for everything that calls Shoptet; `default` for relays and
-# housekeeping. docker-compose.yml runs one worker per kind; the README's "Operations" section explains it.
+# housekeeping; and `priority` (onboarding, batches of life-cycle events and job:finished), which the Shoptet
+# workers read too, so that none of these waits behind another e-shop's bulk refreshes.
+# docker-compose.yml runs one worker per kind; the README's "Operations" section explains it.
 CELERY_TASK_ROUTES = {
-    "installations.tasks.onboard": {"queue": "shoptet"},
+    "installations.tasks.onboard": {"queue": "priority"},
     "installations.tasks.relay_pending_onboarding": {"queue": "default"},
     "installations.tasks.purge_ended_tenants": {"queue": "default"},
     "webhooks.tasks.process_delivery": {"queue": "shoptet"},
+    # Bulk batches; a batch of priority events is sent to `priority` by the relay.
+    "webhooks.tasks.process_batch": {"queue": "shoptet"},
     "webhooks.tasks.reconcile_webhooks": {"queue": "shoptet"},
     "webhooks.tasks.recover_notifications": {"queue": "shoptet"},
     "webhooks.tasks.relay_deliveries": {"queue": "default"},
@@ -369,7 +373,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0 * 60,
     },
     # Polls snapshot jobs whose job:finished did not come, and re-enqueues sync work whose task was lost;
-    # every 10 s, so that a dead worker's job (its lease lapses after 20 s) runs again within 30 s.
+    # every 10 s, so that a dead worker's job (its lease lapses after 20 s) runs again within 30 s, and a
+    # refresh run lost with a killed worker is taken up again within a minute.
     "relay-sync-work": {
         "task": "sync.tasks.relay_sync_work",
         "schedule": 10.0,

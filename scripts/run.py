@@ -486,7 +486,7 @@ def web_command(port: int) -> list[str]:
 
 
 def worker_command(embedded: bool) -> list[str]:
-    command = [PYTHON, "-m", "celery", "-A", "config", "worker", "-l", "info", "-Q", "default,shoptet,imports"]
+    command = [PYTHON, "-m", "celery", "-A", "config", "worker", "-l", "info", "-Q", "priority,default,shoptet,imports"]
     # The filesystem broker and SQLite serialise everything anyway; more processes only add lock waits.
     return [*command, "--concurrency", "2"] if embedded else command
 

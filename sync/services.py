@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -21,6 +22,7 @@ from typing import IO, Any
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db import connection as db_connection
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -60,10 +62,13 @@ CHANGES_SAFETY = timedelta(days=1)
 # read again (and skipped when already stored), and small clock differences with Shoptet do not matter.
 CURSOR_OVERLAP = timedelta(minutes=5)
 CHANGES_BATCH = 200
-REFRESH_BATCH = 20
-REFRESH_LIMIT = 200
-REFRESH_CLAIM_TTL = timedelta(minutes=10)
-REFRESH_STALE = timedelta(minutes=2)
+# Claimed per round, fetched up to the e-shop's request slots in parallel; a run covers REFRESH_LIMIT.
+REFRESH_BATCH = 30
+REFRESH_LIMIT = 600
+# A claim older than this is a killed run's: the relay (every 10 s) hands its requests to a new run. A round
+# of REFRESH_BATCH fetches is far shorter, and each round claims afresh.
+REFRESH_CLAIM_TTL = timedelta(seconds=40)
+REFRESH_STALE = timedelta(seconds=20)
 STALE_REQUEST = timedelta(minutes=10)
 STALE_RUN = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + timedelta(minutes=10)
 FINISHED_JOBS_KEPT = timedelta(days=30)
@@ -750,37 +755,83 @@ def refresh_pending(
         requests = _claim_refreshes(installation, resource, claim, min(REFRESH_BATCH, limit - processed))
         if not requests:
             return outcome
-        done = 0
+        done: list[tuple[str, int]] = []
         try:
-            for request in requests:
-                try:
-                    result = refresh_document(
-                        client=client, installation=installation, resource=resource, code=request.code
-                    )
-                except TRANSIENT_ERRORS:
-                    raise
-                except ShoptetError as error:
-                    # Asking again will not help (no rights, installation gone): the hourly /changes read
-                    # brings the document once Shoptet answers for it again.
-                    logger.warning(
-                        "refresh dropped eshop_id=%s resource=%s code=%s error=%s",
-                        installation.eshop_id,
-                        resource.name,
-                        request.code,
-                        error,
-                    )
-                    result = FAILED
-                outcome.counts[result] = outcome.counts.get(result, 0) + 1
-                RefreshRequest.objects.filter(pk=request.pk, claim=claim).delete()
-                done += 1
+            _fetch_claimed(client, installation, resource, requests, done)
         finally:
+            fetched = {request_pk for _, request_pk in done}
+            RefreshRequest.objects.filter(pk__in=fetched, claim=claim).delete()
             # Whatever was not fetched is free for the retry at once, not only when the claim expires.
-            left = [request.pk for request in requests[done:]]
+            left = [request.pk for request in requests if request.pk not in fetched]
             if left:
                 RefreshRequest.objects.filter(pk__in=left, claim=claim).update(claim="", claimed_at=None)
-        processed += done
+        for result, _ in done:
+            outcome.counts[result] = outcome.counts.get(result, 0) + 1
+        processed += len(done)
     outcome.more = RefreshRequest.objects.filter(installation=installation, resource=resource.name).exists()
     return outcome
+
+
+def _fetch_claimed(
+    client: ShoptetClient,
+    installation: Installation,
+    resource: Resource,
+    requests: list[RefreshRequest],
+    done: list[tuple[str, int]],
+) -> None:
+    """Fetch and store each claimed document, adding (result, request id) to `done` for each one stored.
+
+    Up to the e-shop's request slots run in parallel, each lane on a client and a database connection of
+    its own (closed when the lane ends). Inside a transaction the fetches stay on this connection, which
+    alone sees what the transaction wrote. A lane's error is raised once every lane has stopped, with
+    what the others stored already in `done`.
+    """
+    lanes = min(settings.SHOPTET_TOKEN_CONCURRENCY, len(requests))
+    if lanes <= 1 or transaction.get_connection().in_atomic_block:
+        _fetch_lane(client, installation, resource, requests, done)
+        return
+    results: list[list[tuple[str, int]]] = [[] for _ in range(lanes)]
+
+    def lane(index: int) -> None:
+        try:
+            _fetch_lane(ShoptetClient(installation), installation, resource, requests[index::lanes], results[index])
+        finally:
+            db_connection.close()
+
+    with ThreadPoolExecutor(lanes, thread_name_prefix="refresh") as pool:
+        futures = [pool.submit(lane, index) for index in range(lanes)]
+    for lane_results in results:
+        done.extend(lane_results)
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+
+
+def _fetch_lane(
+    client: ShoptetClient,
+    installation: Installation,
+    resource: Resource,
+    requests: list[RefreshRequest],
+    done: list[tuple[str, int]],
+) -> None:
+    for request in requests:
+        try:
+            result = refresh_document(client=client, installation=installation, resource=resource, code=request.code)
+        except TRANSIENT_ERRORS:
+            raise
+        except ShoptetError as error:
+            # Asking again will not help (no rights, installation gone): the hourly /changes read
+            # brings the document once Shoptet answers for it again.
+            logger.warning(
+                "refresh dropped eshop_id=%s resource=%s code=%s error=%s",
+                installation.eshop_id,
+                resource.name,
+                request.code,
+                error,
+            )
+            result = FAILED
+        done.append((result, request.pk))
 
 
 def _claim_refreshes(installation: Installation, resource: Resource, claim: str, size: int) -> list[RefreshRequest]:

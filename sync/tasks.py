@@ -20,6 +20,7 @@ from shoptet_api.errors import TRANSIENT_ERRORS
 from sync import services
 from sync.documents import resource_named
 from sync.models import SyncJob
+from webhooks.handlers import once_per_batch
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,11 @@ def enqueue(job: SyncJob) -> None:
 
 
 def enqueue_refresh(installation: Installation, resource: str) -> None:
-    transaction.on_commit(partial(refresh_documents.delay, installation.pk, resource))
+    """One refresh run per e-shop and resource for a whole batch of webhooks (each event's codes are queued)."""
+    once_per_batch(
+        ("refresh", installation.pk, resource),
+        partial(transaction.on_commit, partial(refresh_documents.delay, installation.pk, resource)),
+    )
 
 
 def _retry_or_fail(task: Task, job_id: int, error: Exception) -> None:

@@ -24,9 +24,10 @@ from webhooks.models import WebhookDelivery
 __all__ = ["tenants"]
 
 QUEUES = {
-    "installations.tasks.onboard": "shoptet",
+    "installations.tasks.onboard": "priority",
     "installations.tasks.relay_pending_onboarding": "default",
     "webhooks.tasks.process_delivery": "shoptet",
+    "webhooks.tasks.process_batch": "shoptet",
     "webhooks.tasks.reconcile_webhooks": "shoptet",
     "webhooks.tasks.recover_notifications": "shoptet",
     "webhooks.tasks.relay_deliveries": "default",

@@ -12,8 +12,10 @@ of the event again).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from installations.models import Installation
@@ -122,3 +124,39 @@ def handles_first(*events: str) -> Callable[[Handler], Handler]:
         return handler
 
     return register
+
+
+@dataclass
+class BatchScope:
+    """Work handlers asked to run once at the end of a batch, by key (the first callback for a key wins)."""
+
+    callbacks: dict[Hashable, Callable[[], None]] = field(default_factory=dict)
+
+    def run(self) -> None:
+        callbacks, self.callbacks = self.callbacks, {}
+        for callback in callbacks.values():
+            callback()
+
+
+_batch: ContextVar[BatchScope | None] = ContextVar("webhook_batch", default=None)
+
+
+@contextmanager
+def batch_scope() -> Iterator[BatchScope]:
+    """While a batch of deliveries is processed: `once_per_batch` collects instead of running."""
+    scope = BatchScope()
+    token = _batch.set(scope)
+    try:
+        yield scope
+    finally:
+        _batch.reset(token)
+
+
+def once_per_batch(key: Hashable, callback: Callable[[], None]) -> None:
+    """Run `callback` now, or once at the end of the batch being processed (a burst of events for one
+    e-shop then enqueues one refresh per resource instead of one per event)."""
+    scope = _batch.get()
+    if scope is None:
+        callback()
+    else:
+        scope.callbacks.setdefault(key, callback)

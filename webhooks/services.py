@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -22,8 +23,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db import connection, transaction
+from django.db.models import BooleanField, ExpressionWrapper, F, Min, Q, QuerySet
 from django.utils import timezone
 
 from config.database import DATABASE_OUTAGE_ERRORS
@@ -43,7 +44,7 @@ from shoptet_api.errors import (
 from shoptet_api.ids import InvalidEshopId, parse_eshop_id
 from webhooks import rejections, signature
 from webhooks.events import KNOWN_EVENTS, MASS_EVENTS, SYSTEM_EVENTS
-from webhooks.handlers import WebhookEvent, registry
+from webhooks.handlers import WebhookEvent, batch_scope, registry
 from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,17 @@ RELAY_BATCH = 1000
 RELAY_BATCHES = 10
 # A claimed delivery whose task never ran (broker flushed, worker lost) is claimed again after this.
 ENQUEUE_LEASE = timedelta(minutes=5)
-# One processing run per entity at a time; longer than any handler should take (a crashed worker's lock expires).
-ENTITY_LOCK_SECONDS = 600
+# One processing run per entity at a time. A batch's heartbeat renews the locks it holds, so the lock only
+# has to outlive a heartbeat interval: a killed worker's entity is free again this soon.
+ENTITY_LOCK_SECONDS = 30
+# Batches: the relay hands each e-shop's due deliveries to one task, at most this many per round, and claims
+# them for BATCH_LEASE; the running task renews the lease every HEARTBEAT_SECONDS, and a batch whose lease
+# lapsed (its worker was killed) is due again and claimed by the next relay tick.
+BATCH_SIZE = 500
+BATCH_LEASE = timedelta(seconds=30)
+HEARTBEAT_SECONDS = 5.0
+# Events that go ahead of bulk refreshes: the life cycle, and job:finished, which an import waits for.
+PRIORITY_EVENTS = SYSTEM_EVENTS | {"job:finished"}
 # A delivery whose entity is being processed right now is looked at again after this.
 BUSY_DELAY = timedelta(seconds=3)
 # The most deliveries one run covers; a larger burst is finished by the next run (as duplicates, mostly).
@@ -435,6 +445,173 @@ def claim_due_deliveries(*, limit: int = RELAY_BATCH) -> list[int]:
     return list(leaders.values())
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Due deliveries of one e-shop claimed for one task until `lease` (the stamp their next_attempt_at holds)."""
+
+    installation_id: int
+    delivery_ids: list[int]
+    lease: datetime
+    priority: bool
+
+
+def _in_flight_key(installation_id: int) -> str:
+    return f"webhooks:installation:{installation_id}:batch-in-flight"
+
+
+def installations_with_due_work(*, now: datetime | None = None) -> list[int]:
+    """E-shops with received deliveries due, the longest-waiting first (round-robin over what is due)."""
+    now = now or timezone.now()
+    rows = (
+        WebhookDelivery.objects.filter(status=Status.RECEIVED, next_attempt_at__lte=now, installation__isnull=False)
+        .filter(Q(event__startswith="addon:") | ~Q(installation__status=Installation.Status.SUSPENDED))
+        .values("installation_id")
+        .annotate(oldest=Min("next_attempt_at"))
+        .order_by("oldest", "installation_id")
+    )
+    return [int(row["installation_id"]) for row in rows]
+
+
+def claim_due_batches(*, size: int = BATCH_SIZE) -> list[Batch]:
+    """One round: for each e-shop with work due, at most `size` deliveries claimed as one batch.
+
+    Life-cycle events and job:finished form a batch of their own, sent ahead of the bulk. An e-shop whose
+    bulk batch is still in flight gets no second one (its running task claims the next when it ends), so
+    a burst never fills the queue ahead of other e-shops and a lease never lapses while its task waits.
+    """
+    installation_ids = installations_with_due_work()
+    if not installation_ids:
+        return []
+    busy = set(cache.get_many([_in_flight_key(pk) for pk in installation_ids]))
+    batches: list[Batch] = []
+    for installation_id in installation_ids:
+        batches.extend(
+            claim_installation_batches(
+                installation_id=installation_id, size=size, bulk=_in_flight_key(installation_id) not in busy
+            )
+        )
+    return batches
+
+
+def claim_installation_batches(*, installation_id: int, size: int = BATCH_SIZE, bulk: bool = True) -> list[Batch]:
+    """Claim one e-shop's due priority deliveries and, when `bulk`, up to `size` others."""
+    now = timezone.now()
+    lease = now + BATCH_LEASE
+    batches = []
+    due = WebhookDelivery.objects.filter(
+        installation_id=installation_id, status=Status.RECEIVED, next_attempt_at__lte=now
+    )
+    due = due.filter(Q(event__startswith="addon:") | ~Q(installation__status=Installation.Status.SUSPENDED))
+    kinds = [(True, due.filter(event__in=PRIORITY_EVENTS))]
+    if bulk:
+        kinds.append((False, due.exclude(event__in=PRIORITY_EVENTS)))
+    for priority, deliveries in kinds:
+        with transaction.atomic():
+            rows = list(
+                deliveries.select_for_update(skip_locked=True, of=("self",))
+                .order_by("next_attempt_at", "pk")
+                .values_list("pk", "received_at")[:size]
+            )
+            if not rows:
+                continue
+            WebhookDelivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(next_attempt_at=lease)
+            latest = max(received_at for _, received_at in rows)
+            Installation.objects.filter(pk=installation_id).filter(
+                Q(last_webhook_at__isnull=True) | Q(last_webhook_at__lt=latest)
+            ).update(last_webhook_at=latest)
+        if not priority:
+            cache.set(_in_flight_key(installation_id), "1", timeout=int(BATCH_LEASE.total_seconds()))
+        batches.append(Batch(installation_id, [pk for pk, _ in rows], lease, priority))
+    return batches
+
+
+def release_batch(batch: Batch) -> None:
+    """Its task could not be enqueued: due again at once, and the e-shop free for the next batch."""
+    WebhookDelivery.objects.filter(
+        pk__in=batch.delivery_ids, status=Status.RECEIVED, next_attempt_at=batch.lease
+    ).update(next_attempt_at=timezone.now())
+    if not batch.priority:
+        cache.delete(_in_flight_key(batch.installation_id))
+
+
+class Heartbeat:
+    """Renews a running batch's lease and the entity locks it holds, from a thread of its own."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.lease = batch.lease
+        self.locks: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batch-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(HEARTBEAT_SECONDS):
+                try:
+                    self.beat()
+                except DATABASE_OUTAGE_ERRORS:
+                    logger.warning("batch heartbeat missed installation=%s", self.batch.installation_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def beat(self) -> None:
+        renewed = timezone.now() + BATCH_LEASE
+        # Only deliveries still under this batch's lease: a retry or a busy entity set a time of its own.
+        WebhookDelivery.objects.filter(
+            pk__in=self.batch.delivery_ids, status=Status.RECEIVED, next_attempt_at=self.lease
+        ).update(next_attempt_at=renewed)
+        self.lease = renewed
+        if not self.batch.priority:
+            cache.touch(_in_flight_key(self.batch.installation_id), int(BATCH_LEASE.total_seconds()))
+        for lock in self.locks.copy():  # a copy: the batch adds and removes locks meanwhile
+            cache.touch(lock, ENTITY_LOCK_SECONDS)
+
+
+def process_batch(*, batch: Batch) -> Outcome:
+    """Process one e-shop's claimed deliveries: each entity once, however many deliveries name it.
+
+    The entities and their leaders are found in one GROUP BY over the batch; each leader's run covers every
+    received delivery of its entity (duplicates settled in SQL by idempotency key), so 1,000 copies of one
+    delivery are one handler call. Work a handler defers to the end of the batch (one refresh per resource)
+    runs once, after every entity.
+    """
+    outcome = Outcome()
+    with Heartbeat(batch) as heartbeat, batch_scope() as deferred:
+        for leader in _entity_leaders(batch.delivery_ids):
+            _merge(outcome, process_delivery(delivery_id=leader, held_locks=heartbeat.locks))
+        deferred.run()
+    if not batch.priority:
+        cache.delete(_in_flight_key(batch.installation_id))
+    return outcome
+
+
+def _entity_leaders(delivery_ids: list[int]) -> list[int]:
+    """The first received delivery of each entity (e-shop, event, instance, trust) in the batch, in order."""
+    rows = (
+        WebhookDelivery.objects.filter(pk__in=delivery_ids, status=Status.RECEIVED)
+        .annotate(unverified=ExpressionWrapper(Q(signature_valid=False), output_field=BooleanField()))
+        .values("event", "event_instance", "unverified")
+        .annotate(leader=Min("pk"))
+        .order_by("leader")
+    )
+    return [int(row["leader"]) for row in rows]
+
+
+def _merge(total: Outcome, part: Outcome) -> None:
+    for name in ("processed", "duplicates", "retrying", "failed", "rejected", "ignored"):
+        getattr(total, name).extend(getattr(part, name))
+    total.handler_calls += part.handler_calls
+
+
 def release_deliveries(*, delivery_ids: Iterable[int]) -> None:
     """Make claimed deliveries due again at once (their tasks could not be enqueued)."""
     WebhookDelivery.objects.filter(pk__in=list(delivery_ids), status=Status.RECEIVED).update(
@@ -471,7 +648,7 @@ class Unconfirmed(Exception):
     """An unsigned system event that getAccessToken does not confirm."""
 
 
-def process_delivery(*, delivery_id: int) -> Outcome:
+def process_delivery(*, delivery_id: int, held_locks: dict[str, str] | None = None) -> Outcome:
     """Process a received delivery together with every other received one for the same entity. Safe to repeat."""
     outcome = Outcome()
     delivery = (
@@ -499,9 +676,13 @@ def process_delivery(*, delivery_id: int) -> Outcome:
             next_attempt_at=timezone.now() + BUSY_DELAY
         )
         return outcome
+    if held_locks is not None:
+        held_locks[lock] = owner
     try:
         _process_entity(delivery, installation, outcome)
     finally:
+        if held_locks is not None:
+            held_locks.pop(lock, None)
         if cache.get(lock) == owner:
             cache.delete(lock)
     return outcome

@@ -8,6 +8,7 @@ would outlive the visibility timeout and run twice.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from celery import shared_task
 from django.conf import settings
@@ -19,6 +20,9 @@ from webhooks import services
 
 logger = logging.getLogger(__name__)
 
+PRIORITY_QUEUE = "priority"
+BULK_QUEUE = "shoptet"
+
 
 @shared_task
 def process_delivery(delivery_id: int) -> None:
@@ -26,18 +30,32 @@ def process_delivery(delivery_id: int) -> None:
 
 
 @shared_task
+def process_batch(installation_id: int, delivery_ids: list[int], lease: str, priority: bool = False) -> None:
+    """One e-shop's claimed deliveries; a bulk batch that ends claims the e-shop's next one, if any is due."""
+    batch = services.Batch(installation_id, delivery_ids, datetime.fromisoformat(lease), priority)
+    services.process_batch(batch=batch)
+    if not priority:
+        send_batches(services.claim_installation_batches(installation_id=installation_id))
+
+
+@shared_task
 def relay_deliveries() -> None:
-    """Enqueue what the endpoint stored; the endpoint itself never talks to the broker."""
-    for _ in range(services.RELAY_BATCHES):
-        leaders = services.claim_due_deliveries()
-        for index, delivery_id in enumerate(leaders):
-            try:
-                process_delivery.delay(delivery_id)
-            except OperationalError:
-                services.release_deliveries(delivery_ids=leaders[index:])
-                raise
-        if len(leaders) < services.RELAY_BATCH:
-            return
+    """Enqueue what the endpoint stored, one task per e-shop and round; the endpoint never talks to the broker."""
+    send_batches(services.claim_due_batches())
+
+
+def send_batches(batches: list[services.Batch]) -> None:
+    """Priority batches (life cycle, job:finished) go to their own queue, which workers read ahead of the bulk."""
+    for index, batch in enumerate(batches):
+        try:
+            process_batch.apply_async(
+                args=(batch.installation_id, batch.delivery_ids, batch.lease.isoformat(), batch.priority),
+                queue=PRIORITY_QUEUE if batch.priority else BULK_QUEUE,
+            )
+        except OperationalError:
+            for unsent in batches[index:]:
+                services.release_batch(unsent)
+            raise
 
 
 @shared_task

@@ -23,7 +23,7 @@ SERVICES: dict[str, list[str]] = {
     "migrate": ["sh", "-c", "python manage.py migrate --noinput && python manage.py createcachetable"],
     "web": WEB,
     "worker-shoptet": (
-        "celery -A config worker -l info -Q default,shoptet --prefetch-multiplier 1 -n shoptet@%h".split()
+        "celery -A config worker -l info -Q priority,default,shoptet --prefetch-multiplier 1 -n shoptet@%h".split()
     ),
     "worker-imports": (
         "celery -A config worker -l info -Q imports --prefetch-multiplier 1 --concurrency 2 -n imports@%h".split()

@@ -256,7 +256,8 @@ def test_redis_stopped_or_frozen_during_a_burst_loses_nothing(
 
     own_redis["start"]()
     tasks.relay_deliveries.apply(throw=True)
-    assert drain("shoptet") == 300
+    # One e-shop's 300 deliveries are one batch task (its end claims any that are left).
+    assert drain("shoptet") >= 1
 
     assert WebhookDelivery.objects.filter(status="processed").count() == 300
     assert len(recorder.calls) == 300
