@@ -4,7 +4,8 @@ Runs with DATABASE_URL (PostgreSQL) from the environment (`make bench` provision
 which it stops for the last run. Every run sends a fixed count of distinct signed deliveries and reports
 deliveries/s and p50/p99 latency; the same counts go to a bare Django view on the same server first (the
 ceiling). Senders: wrk with a Lua script when installed (Debian's `wrk` package), else Python threads.
-Afterwards a Celery worker and the relay drain the log, and every event must have been processed exactly once.
+Afterwards a Celery worker and the relay drain the log, and every event must have been processed exactly once
+(`--intake-only` skips the drain). Every figure is printed with the machine's load average beside it.
 """
 
 from __future__ import annotations
@@ -445,6 +446,12 @@ def exactly_once() -> tuple[int, int, int]:
     return events, once, unprocessed
 
 
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages: other work on the same cores bends every figure."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def report(label: str, figures: Figures, ceiling: Figures | None = None) -> None:
     line = (
         f"{label:<44} n={figures.sent:<6} {figures.per_second:7.0f}/s  "
@@ -452,10 +459,11 @@ def report(label: str, figures: Figures, ceiling: Figures | None = None) -> None
     )
     if ceiling is not None:
         line += f"  ratio to bare view={figures.per_second / ceiling.per_second:.2f}"
-    print(line, flush=True)
+    print(f"{line}  {load_average()}", flush=True)
 
 
 def main() -> None:
+    intake_only = "--intake-only" in sys.argv[1:]
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         raise SystemExit("benchmarks/webhook_intake.py needs DATABASE_URL (PostgreSQL): run `make bench`")
     port = free_port()
@@ -464,12 +472,12 @@ def main() -> None:
         redis = Redis(Path(directory))
         redis.start()
         try:
-            measure(url, port, redis)
+            measure(url, port, redis, drain_after=not intake_only)
         finally:
             redis.stop()
 
 
-def measure(url: str, port: int, redis: Redis) -> None:
+def measure(url: str, port: int, redis: Redis, *, drain_after: bool = True) -> None:
     env = platform_env(port, redis.url)
     os.environ.update(env)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
@@ -505,6 +513,10 @@ def measure(url: str, port: int, redis: Redis) -> None:
             f"{'':<44} Python senders: sent {len(exact)}, answered 200: {checked.ok}, stored {distinct}",
             flush=True,
         )
+    if not drain_after:
+        if lost:
+            raise SystemExit("deliveries were lost")
+        return
     redis.start()
     seconds, total = drain(env)
     print(f"drain: {total} deliveries processed in {seconds:.1f} s ({total / seconds:.0f}/s)", flush=True)
