@@ -177,6 +177,7 @@ INSTALLED_APPS = [
     "shoptet_api",
     "webhooks",
     "sync",
+    "rollups",
 ]
 
 MIDDLEWARE = [
@@ -311,6 +312,7 @@ CELERY_TASK_ROUTES = {
     "sync.tasks.refresh_documents": {"queue": "shoptet"},
     "sync.tasks.relay_sync_work": {"queue": "default"},
     "sync.tasks.sync_changes_everywhere": {"queue": "default"},
+    "rollups.tasks.roll_up": {"queue": "default"},
 }
 # Publishing must never hang a request: a broker that does not answer fails fast, and the
 # outbox relays in beat pick the work up later.
@@ -350,6 +352,11 @@ CELERY_BEAT_SCHEDULE = {
     "sync-changes": {
         "task": "sync.tasks.sync_changes_everywhere",
         "schedule": 60.0 * 60,
+    },
+    # The dashboard's hourly statistics, from the rows new since the last run.
+    "roll-up-statistics": {
+        "task": "rollups.tasks.roll_up",
+        "schedule": 60.0,
     },
 }
 
