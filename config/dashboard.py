@@ -1,7 +1,7 @@
 """The platform's admin site: Django's admin with a dashboard at its index.
 
-A fixed handful of queries, whatever the number of tenants, jobs or deliveries; the API call timings come
-from the metrics store (config.metrics).
+A fixed handful of queries, whatever the number of tenants, jobs or deliveries; the charts come from the
+hourly statistics (rollups), the API call timings from the metrics store (config.metrics).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from config import metrics
 from installations.models import Installation
+from rollups.dashboard import chart_context
 from sync.models import SyncJob
 from webhooks.models import WebhookDelivery
 
@@ -83,6 +84,7 @@ def dashboard() -> dict[str, Any]:
             status=Installation.Status.ACTIVE, onboarding_status=Installation.Onboarding.FAILED
         ).count(),
         "window_hours": int(DASHBOARD_WINDOW.total_seconds() // 3600),
+        **chart_context(),
     }
     try:
         context["slowest_calls"] = metrics.slowest_api_calls(limit=DASHBOARD_ROWS, within=DASHBOARD_WINDOW)

@@ -230,6 +230,9 @@ def _counter_values(name: str) -> dict[str, float]:
 class PlatformCollector:
     """Reads every figure at scrape time."""
 
+    def __init__(self) -> None:
+        self.store_up = True
+
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
         yield self._durations()
@@ -237,19 +240,39 @@ class PlatformCollector:
         yield self._deliveries()
         yield from self._job_durations()
         yield self._queue_lengths()
+        yield self._store_availability()
+
+    def _values(self, name: str) -> dict[str, float]:
+        """A counter's values; with the store down, what this process counted itself, so the scrape still answers."""
+        try:
+            return _counter_values(name)
+        except redis.RedisError as error:
+            self._store_down(error)
+            with _local_lock:
+                return {field: float(count) for (counter, field), count in _local_counts.items() if counter == name}
+
+    def _store_down(self, error: redis.RedisError) -> None:
+        if self.store_up:
+            logger.warning("metrics: metrics store unavailable: %s", type(error).__name__)
+        self.store_up = False
+
+    def _store_availability(self) -> Metric:
+        family = GaugeMetricFamily("platform_metrics_store_up", "1 when the metrics store (Redis) answered this scrape")
+        family.add_metric([], 1 if self.store_up else 0)
+        return family
 
     def _counters(self) -> Iterator[Metric]:
         for name, (documentation, label_names) in COUNTERS.items():
             family = CounterMetricFamily(name, documentation, labels=label_names)
-            for field, value in _counter_values(name).items():
+            for field, value in self._values(name).items():
                 labels = json.loads(field)
                 family.add_metric([labels.get(label, "") for label in label_names], value)
             yield family
 
     def _durations(self) -> Metric:
         family = SummaryMetricFamily(DURATION, "Seconds Shoptet API calls took", labels=DURATION_LABELS)
-        sums = _counter_values(f"{DURATION}_sum")
-        for field, count in _counter_values(f"{DURATION}_count").items():
+        sums = self._values(f"{DURATION}_sum")
+        for field, count in self._values(f"{DURATION}_count").items():
             labels = json.loads(field)
             family.add_metric([labels.get(label, "") for label in DURATION_LABELS], int(count), sums.get(field, 0.0))
         return family
@@ -321,7 +344,13 @@ class PlatformCollector:
 
     def _queue_lengths(self) -> Metric:
         family = GaugeMetricFamily("celery_queue_length", "Tasks waiting in each Celery queue", labels=["queue"])
-        for queue, length in queue_lengths().items():
+        try:
+            lengths = queue_lengths()
+        except redis.RedisError as error:
+            # The broker is the same Redis: no length is known, and none is made up.
+            self._store_down(error)
+            lengths = {}
+        for queue, length in lengths.items():
             family.add_metric([queue], length)
         return family
 

@@ -187,6 +187,7 @@ INSTALLED_APPS = [
     "webhooks",
     "sync",
     "notifications",
+    "rollups",
 ]
 
 MIDDLEWARE = [
@@ -329,6 +330,7 @@ CELERY_TASK_ROUTES = {
     "notifications.tasks.send_notification": {"queue": "default"},
     "notifications.tasks.relay_notifications": {"queue": "default"},
     "notifications.tasks.notify_silent_webhooks": {"queue": "default"},
+    "rollups.tasks.roll_up": {"queue": "default"},
 }
 # Publishing must never hang a request: a broker that does not answer fails fast, and the
 # outbox relays in beat pick the work up later.
@@ -392,6 +394,11 @@ CELERY_BEAT_SCHEDULE = {
     "notify-silent-webhooks": {
         "task": "notifications.tasks.notify_silent_webhooks",
         "schedule": 24 * 60.0 * 60,
+    },
+    # The dashboard's hourly statistics, from the rows new since the last run.
+    "roll-up-statistics": {
+        "task": "rollups.tasks.roll_up",
+        "schedule": 60.0,
     },
 }
 

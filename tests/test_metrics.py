@@ -61,3 +61,23 @@ def test_order_codes_never_become_labels(installation: Installation, fake_shopte
 
 def test_only_get(client: Client) -> None:
     assert client.post("/metrics").status_code == 405
+
+
+def test_metrics_answer_while_the_metrics_store_is_down(
+    client: Client, installation: Installation, settings: pytest.FixtureRequest
+) -> None:
+    # Nothing listens on port 1: every Redis call fails at once, as with Redis stopped.
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # type: ignore[attr-defined]
+    metrics._redis.cache_clear()
+    try:
+        metrics.increment("install_callback_refused", reason="missing_code")  # kept in this process instead
+        lines = metric_lines(client)
+    finally:
+        metrics._redis.cache_clear()
+        with metrics._local_lock:  # this process's stand-in count must not reach later tests
+            metrics._local_counts.clear()
+
+    assert 'platform_installations{status="active"} 1.0' in lines
+    assert 'install_callback_refused_total{reason="missing_code"} 1.0' in lines
+    assert "platform_metrics_store_up 0.0" in lines
+    assert not [line for line in lines if line.startswith("celery_queue_length")]
