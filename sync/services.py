@@ -799,8 +799,8 @@ def _request_due_retries(now: datetime) -> list[int]:
                 mode=Mode.CHANGES,
                 cause=f"automatic retry ({cursor.failures} failed in a row)",
             )
-        except SyncRunning:
-            continue  # the run in flight reads the same changes
+        except SyncError:
+            continue  # the run in flight reads the same changes, or the resource is switched off
         jobs.append(job.pk)
     return jobs
 
