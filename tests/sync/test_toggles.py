@@ -198,3 +198,19 @@ def test_an_earlier_import_from_date_imports_the_missing_range(
         "2025-01-01T00:00:00+0000",
     )
     assert {old, older, oldest} & set(Order.objects.values_list("code", flat=True)) == {old, older}
+
+
+def test_a_due_changes_retry_of_a_resource_switched_off_is_dropped(
+    mirrored_shop: Installation, other_onboarded: Installation, jobs_on_demand: FakeShoptet
+) -> None:
+    due = timezone.now() - timedelta(minutes=1)
+    for installation in (mirrored_shop, other_onboarded):
+        SyncCursor.objects.update_or_create(
+            installation=installation, resource="orders", defaults={"retry_at": due, "failures": 1}
+        )
+    change(mirrored_shop, sync_orders=False)
+
+    relay = services.claim_due_work()
+
+    retried = SyncJob.objects.filter(pk__in=relay.changes).values_list("installation_id", "resource")
+    assert list(retried) == [(other_onboarded.pk, "orders")]
