@@ -18,6 +18,7 @@ from installations.auth import Admin
 from installations.models import AddonSettings, Installation, SettingsChange
 from notifications import services as notifications
 from sync import services as sync_services
+from sync import toggles as sync_toggles
 from sync.models import Invoice, Order, SyncCursor, SyncJob
 from webhooks.models import WebhookDelivery
 
@@ -146,6 +147,7 @@ def update_settings(*, installation: Installation, admin: Admin, values: dict[st
             row.updated_by = admin.email
             row.save()
             SettingsChange.objects.bulk_create(changes)
+            sync_toggles.react_to_settings(installation=installation, changes=changes)
         notifications.remember_language(installation=installation, language=admin.language)
     if changes:
         logger.info(

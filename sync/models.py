@@ -192,6 +192,9 @@ class SyncJob(models.Model):
     change_time_from = models.DateTimeField(
         null=True, blank=True, help_text="Incremental snapshot: only documents changed since then."
     )
+    creation_time_to = models.DateTimeField(
+        null=True, blank=True, help_text="Only documents created until then (a range the import-from date left out)."
+    )
 
     shoptet_job_id = models.CharField(max_length=64, blank=True)
     shoptet_created_at = models.DateTimeField(null=True, blank=True)

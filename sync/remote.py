@@ -10,12 +10,13 @@ import gzip
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import IO, Any, cast
 
 import requests
 import urllib3
 from django.conf import settings
+from django.utils import timezone
 
 from shoptet_api.client import ShoptetClient, segment
 from shoptet_api.errors import ServerError, TransportError
@@ -38,6 +39,16 @@ class ResultGone(Exception):
 def shoptet_time(moment: datetime) -> str:
     """Shoptet's date-time format for query parameters (requests sends the `+` as `%2B`)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def creation_filters(since: date | None, until: datetime | None) -> dict[str, str]:
+    """The snapshot filters for documents created from the day `since` (None: any) until `until` (None: now)."""
+    params = {}
+    if since is not None:
+        params["creationTimeFrom"] = shoptet_time(timezone.make_aware(datetime.combine(since, time.min)))
+    if until is not None:
+        params["creationTimeTo"] = shoptet_time(until)
+    return params
 
 
 def request_snapshot(client: ShoptetClient, resource: str, params: dict[str, str]) -> str:

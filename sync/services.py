@@ -27,6 +27,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.sweeps import EVERYTHING, Slice, slice_at
+from installations import toggles
 from installations.models import Installation
 from notifications import services as notifications
 from shoptet_api.client import ShoptetClient
@@ -106,9 +107,12 @@ def request_sync(
     mode: str,
     cause: str,
     change_time_from: datetime | None = None,
+    creation_time_to: datetime | None = None,
 ) -> SyncJob:
     """Record a new sync run; the caller enqueues it. Raises SyncRunning when one is in flight."""
     resource_named(resource)
+    if not toggles.resource_enabled(installation, resource):
+        raise SyncError(f"{resource} are switched off in the settings of e-shop {installation.eshop_id}")
     if mode not in Mode.values:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(Mode.values)}")
     if not installation.is_active:
@@ -121,6 +125,7 @@ def request_sync(
                 mode=mode,
                 cause=cause[:255],
                 change_time_from=change_time_from,
+                creation_time_to=creation_time_to,
                 enqueued_at=timezone.now(),
             )
     except IntegrityError:
@@ -135,7 +140,7 @@ def request_initial_import(*, installation: Installation) -> list[SyncJob]:
     jobs = []
     for name in RESOURCES:
         snapshots = SyncJob.objects.filter(installation=installation, resource=name, mode=Mode.SNAPSHOT)
-        if snapshots.exclude(status=Status.FAILED).exists():
+        if snapshots.exclude(status=Status.FAILED).exists() or not toggles.resource_enabled(installation, name):
             continue
         try:
             jobs.append(
@@ -161,6 +166,8 @@ def request_changes_everywhere(*, share: Slice = EVERYTHING) -> list[SyncJob]:
     jobs = []
     for installation in share.of(active_installations()).order_by("pk"):
         for name in RESOURCES:
+            if not toggles.resource_enabled(installation, name):
+                continue
             try:
                 jobs.append(
                     request_sync(installation=installation, resource=name, mode=Mode.CHANGES, cause="reconciliation")
@@ -224,10 +231,13 @@ def start_snapshot(*, job: SyncJob) -> SyncJob:
         installation = locked.installation
         if not installation.is_active:
             return _fail(locked, f"e-shop {installation.eshop_id} is {installation.status}: not synced")
+        if not toggles.resource_enabled(installation, locked.resource):
+            return _fail(locked, f"{locked.resource} are switched off in the settings: not synced")
         resource = resource_named(locked.resource)
         params = resource.snapshot_params()
         if locked.change_time_from is not None:
             params["changeTimeFrom"] = remote.shoptet_time(locked.change_time_from)
+        params.update(remote.creation_filters(toggles.import_since(installation), locked.creation_time_to))
         try:
             shoptet_job_id = remote.request_snapshot(ShoptetClient(installation), resource.name, params)
         except TRANSIENT_ERRORS:
@@ -545,6 +555,8 @@ def _read_changes(job: SyncJob, progress: Callable[[int], None] | None) -> SyncJ
     installation = job.installation
     if not installation.is_active:
         return _fail(job, f"e-shop {installation.eshop_id} is {installation.status}: not synced")
+    if not toggles.resource_enabled(installation, job.resource):
+        return _complete(job, ImportCounts(), note="switched off in the settings: not read")
     resource = resource_named(job.resource)
     started = timezone.now()
     cursor = SyncCursor.objects.filter(installation=installation, resource=resource.name).first()
@@ -662,6 +674,8 @@ def refresh_document(*, client: ShoptetClient, installation: Installation, resou
         return DELETED if mark_deleted(installation=installation, resource=resource, code=code) else ABSENT
     if not document:
         raise TransportError(f"GET /api/{resource.name}/{{code}} answered without the document")
+    if not toggles.admits(installation, moment(document.get("creationTime"))):
+        return SKIPPED  # created before the import-from date: known only now, and not brought in
     return IMPORTED if upsert_document(installation=installation, resource=resource, document=document) else SKIPPED
 
 
@@ -923,8 +937,8 @@ def _request_due_retries(now: datetime) -> list[int]:
                 mode=Mode.CHANGES,
                 cause=f"automatic retry ({cursor.failures} failed in a row)",
             )
-        except SyncRunning:
-            continue  # the run in flight reads the same changes
+        except SyncError:
+            continue  # the run in flight reads the same changes, or the resource is switched off
         jobs.append(job.pk)
     return jobs
 

@@ -6,6 +6,7 @@ a snapshot, must not hold up the webhook queue.
 
 from __future__ import annotations
 
+from installations import toggles
 from sync import services, tasks
 from sync.documents import INVOICES, ORDERS, Resource
 from sync.models import SyncJob
@@ -13,6 +14,8 @@ from webhooks.handlers import WebhookEvent, handles
 
 
 def _queue_refresh(event: WebhookEvent, resource: Resource) -> None:
+    if not toggles.resource_enabled(event.installation, resource.name):
+        return  # switched off in the settings; the catch-up on switching it on reads what changed meanwhile
     # A delete is confirmed the same way: the fetch answers 404 and the document is marked deleted.
     if services.queue_refresh(installation=event.installation, resource=resource, codes=event.codes):
         tasks.enqueue_refresh(event.installation, resource.name)
@@ -47,6 +50,6 @@ def catch_up(event: WebhookEvent) -> None:
             job = services.request_sync(
                 installation=installation, resource=name, mode=SyncJob.Mode.CHANGES, cause="addon:approve"
             )
-        except services.SyncRunning:
+        except services.SyncError:  # already running, or switched off in the settings
             continue
         tasks.enqueue(job)

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from config.database import DATABASE_OUTAGE_ERRORS
 from config.sweeps import EVERYTHING, Slice, slice_at
+from installations import toggles
 from installations.models import Installation
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
@@ -1074,7 +1075,7 @@ def reconcile_webhooks(*, installation: Installation, client: ShoptetClient | No
     url = webhook_url()
     current = client.list_webhooks()
     existing = _by_event(current)
-    wanted = settings.SHOPTET_WEBHOOK_EVENTS
+    wanted = toggles.wanted_events(installation, settings.SHOPTET_WEBHOOK_EVENTS)
     strays = [
         webhook
         for webhook in current
@@ -1134,7 +1135,8 @@ def _apply_registrations(
 ) -> RegistrationResult:
     url = webhook_url()
     result = RegistrationResult()
-    for event in settings.SHOPTET_WEBHOOK_EVENTS:
+    wanted = toggles.wanted_events(installation, settings.SHOPTET_WEBHOOK_EVENTS)
+    for event in wanted:
         current = existing.get(event)
         if current is None:
             continue
@@ -1143,12 +1145,12 @@ def _apply_registrations(
         else:
             existing[event] = client.update_webhook(int(current["id"]), url=url) or {**current, "url": url}
             result.updated.append(event)
-    missing = [event for event in settings.SHOPTET_WEBHOOK_EVENTS if event not in existing]
+    missing = [event for event in wanted if event not in existing]
     for start in range(0, len(missing), REGISTRATION_BATCH):
         batch = missing[start : start + REGISTRATION_BATCH]
         existing.update(_create(client, batch, url))
         result.created.extend(batch)
-    _mirror(installation, {event: existing[event] for event in settings.SHOPTET_WEBHOOK_EVENTS if event in existing})
+    _mirror(installation, {event: existing[event] for event in wanted if event in existing})
     logger.info(
         "webhooks registered eshop_id=%s created=%s updated=%s unchanged=%s",
         installation.eshop_id,

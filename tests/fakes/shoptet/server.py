@@ -274,6 +274,7 @@ class Router:
             if eshop is not None:
                 eshop.stats.requests[key] += 1
                 eshop.stats.log.append(entry)
+                eshop.stats.queries.append((request.method, request.path, dict(request.query)))
 
 
 def _api_response(result: tuple[int, Any] | ApiError, filling: str) -> Response:

@@ -177,6 +177,8 @@ class EshopStats:
     webhooks_sent: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     log: list[tuple[str, str, int]] = field(default_factory=list)
+    # The query parameters of each request, in the order of `log`: what a filter asked for.
+    queries: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
