@@ -46,7 +46,7 @@ OTHER = "other"
 # Shoptet API call durations: a Prometheus summary (sum and count) per method and endpoint.
 DURATION = "shoptet_api_request_duration_seconds"
 DURATION_LABELS = ("method", "endpoint")
-QUEUES = ("default", "shoptet", "imports")
+QUEUES = ("priority", "default", "shoptet", "imports")
 # The slowest calls of each UTC day kept for the dashboard; a day's set expires after two days.
 SLOWEST_KEPT = 20
 SLOWEST_TTL = timedelta(days=2)
