@@ -44,6 +44,7 @@ def test_installations_and_queues_are_reported(client: Client, installation: Ins
     assert 'platform_installations{status="suspended"} 1.0' in lines
     assert 'platform_installations{status="active"} 0.0' in lines
     assert {line.split(" ")[0] for line in lines if line.startswith("celery_queue_length")} == {
+        'celery_queue_length{queue="priority"}',
         'celery_queue_length{queue="default"}',
         'celery_queue_length{queue="shoptet"}',
         'celery_queue_length{queue="imports"}',

@@ -50,7 +50,7 @@ def test_the_index_shows_the_dashboard(admin_client: Client, tenants: tuple[Inst
     assert {job.installation for job in context["failed_jobs"]} == {mine, theirs}
     assert all(job.status == "failed" for job in context["failed_jobs"])
     assert [job.status for job in context["running_jobs"]] == ["running", "running"]
-    assert set(context["queue_lengths"]) == {"default", "shoptet", "imports"}
+    assert set(context["queue_lengths"]) == {"priority", "default", "shoptet", "imports"}
     html = response.content.decode()
     assert "Installations by status" in html
     assert "/admin/installations/installation/?status__exact=suspended" in html
