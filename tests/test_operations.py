@@ -26,6 +26,7 @@ __all__ = ["tenants"]
 QUEUES = {
     "installations.tasks.onboard": "priority",
     "installations.tasks.relay_pending_onboarding": "default",
+    "installations.tasks.purge_ended_tenants": "default",
     "webhooks.tasks.process_delivery": "shoptet",
     "webhooks.tasks.process_batch": "shoptet",
     "webhooks.tasks.reconcile_webhooks": "shoptet",
@@ -41,6 +42,10 @@ QUEUES = {
     "sync.tasks.refresh_documents": "shoptet",
     "sync.tasks.relay_sync_work": "default",
     "sync.tasks.sync_changes_everywhere": "default",
+    "notifications.tasks.send_notification": "default",
+    "notifications.tasks.relay_notifications": "default",
+    "notifications.tasks.notify_silent_webhooks": "default",
+    "rollups.tasks.roll_up": "default",
 }
 
 
@@ -111,7 +116,11 @@ def test_only_the_slowest_calls_of_a_day_are_kept(db: None) -> None:
 
 def test_every_task_is_routed_to_its_queue() -> None:
     celery_app.loader.import_default_modules()
-    ours = {name for name in celery_app.tasks if name.split(".")[0] in {"installations", "webhooks", "sync"}}
+    ours = {
+        name
+        for name in celery_app.tasks
+        if name.split(".")[0] in {"installations", "webhooks", "sync", "notifications", "rollups"}
+    }
 
     routed = {name: celery_app.amqp.router.route({}, name, (), {})["queue"].name for name in ours}
 
