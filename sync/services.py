@@ -67,8 +67,9 @@ CHANGES_BATCH = 200
 REFRESH_BATCH = 30
 REFRESH_LIMIT = 600
 # A claim older than this is a killed run's: the relay (every 10 s) hands its requests to a new run. A round
-# of REFRESH_BATCH fetches is far shorter, and each round claims afresh.
-REFRESH_CLAIM_TTL = timedelta(seconds=40)
+# of REFRESH_BATCH fetches is far shorter, and each round claims afresh; should a round outlast it, a second
+# run fetches the same documents again, which the newer-changeTime rule makes harmless.
+REFRESH_CLAIM_TTL = timedelta(seconds=20)
 REFRESH_STALE = timedelta(seconds=20)
 STALE_REQUEST = timedelta(minutes=10)
 STALE_RUN = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + timedelta(minutes=10)
