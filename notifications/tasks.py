@@ -6,9 +6,9 @@ import logging
 from datetime import timedelta
 
 from celery import Task, shared_task
-from celery.utils.time import get_exponential_backoff_interval
 
 from config.logs import bound_eshop
+from installations.tasks import backoff_seconds
 from notifications import services
 from notifications.models import Notification
 
@@ -17,11 +17,6 @@ logger = logging.getLogger(__name__)
 SEND_MAX_RETRIES = 5
 # Longer than all retries of one mail (at most five waits of 10 minutes): a mail still retrying is never doubled.
 SEND_STALE_AFTER = timedelta(hours=2)
-
-
-def backoff_seconds(retries: int) -> float:
-    """Exponential backoff with full jitter: up to 30 s, 60 s, 120 s … at most 10 minutes."""
-    return float(get_exponential_backoff_interval(factor=30, retries=retries, maximum=600, full_jitter=True))
 
 
 @shared_task(bind=True, max_retries=SEND_MAX_RETRIES)
@@ -34,7 +29,9 @@ def send_notification(self: Task, notification_id: int) -> None:
             final = services.is_permanent(error) or self.request.retries >= SEND_MAX_RETRIES
             services.record_failure(notification_id=notification_id, error=error, final=final)
             if not final:
-                raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+                # Up to 30 s, 60 s, 120 s … at most 10 minutes, with full jitter.
+                countdown = backoff_seconds(self.request.retries, base=30.0, cap=600.0)
+                raise self.retry(exc=error, countdown=countdown) from error
 
 
 @shared_task
