@@ -1,14 +1,19 @@
 """A cross-process semaphore: at most SHOPTET_TOKEN_CONCURRENCY requests in flight per e-shop.
 
 Shoptet's nginx allows 3 concurrent connections per API token and answers 429 to the fourth. The slots
-live in the shared cache as leases that expire on their own, so a worker killed mid-request frees its
-slot after LEASE_SECONDS instead of blocking the e-shop for good. `cache.add` is atomic on both the Redis
-cache (SET NX) and the database cache (primary key), which is all a slot needs.
+live in the shared cache as short leases. While a process holds slots, a keeper thread of its own renews
+them every RENEW_SECONDS, so a live request keeps its slot however long Shoptet takes, and a worker killed
+mid-request (OOM, redeploy) frees its slots within LEASE_SECONDS instead of stalling the e-shop for the
+length of the client's timeout. `cache.add` is atomic on both the Redis cache (SET NX) and the database
+cache (primary key), which is all a slot needs.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,14 +21,19 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 
 from shoptet_api.errors import SlotTimeout
 
 if TYPE_CHECKING:
     from installations.models import Installation
 
-# Longer than any single request may take (the client's timeout), so a live request never loses its slot.
-LEASE_SECONDS = int(settings.SHOPTET_API_TIMEOUT) + 40
+logger = logging.getLogger(__name__)
+
+# How long a slot outlives its holder; the keeper renews well within it, so several renewals may be
+# missed (a busy machine, a slow cache) before a live request could lose its slot.
+LEASE_SECONDS = 10
+RENEW_SECONDS = 3.0
 WAIT_SECONDS = 120.0
 
 
@@ -31,15 +41,66 @@ def _slot_key(installation: Installation, slot: int) -> str:
     return f"shoptet:{installation.eshop_id}:request-slot:{slot}"
 
 
+class _Keeper:
+    """Renews the slots this process holds, from one thread that runs only while there are any."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        # Also after a fork: the child holds none of its parent's slots, and has none of its threads.
+        self._lock = threading.Lock()
+        self._held: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+
+    def hold(self, key: str, lease: str) -> None:
+        with self._lock:
+            self._held[key] = lease
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="request-slot-keeper", daemon=True)
+                self._thread.start()
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._held.pop(key, None)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                time.sleep(RENEW_SECONDS)
+                with self._lock:
+                    if not self._held:
+                        self._thread = None
+                        return
+                    held = dict(self._held)
+                self._renew(held)
+        finally:
+            connection.close()  # this thread's own, when the cache is the database
+
+    def _renew(self, held: dict[str, str]) -> None:
+        for key, lease in held.items():
+            try:
+                if cache.get(key) == lease:
+                    cache.touch(key, LEASE_SECONDS)
+            except Exception:  # noqa: BLE001 - the cache is down: the request fails on its own, or lives on
+                logger.warning("request slot renewal failed key=%s", key)
+
+
+_keeper = _Keeper()
+os.register_at_fork(after_in_child=_keeper.reset)
+
+
 @contextmanager
 def request_slot(installation: Installation, *, wait: float = WAIT_SECONDS) -> Iterator[int]:
     """Hold one of the e-shop's request slots for the duration of the block."""
     lease = f"{random.getrandbits(64):016x}"
     slot = _acquire(installation, lease, wait)
+    key = _slot_key(installation, slot)
+    _keeper.hold(key, lease)
     try:
         yield slot
     finally:
-        key = _slot_key(installation, slot)
+        _keeper.release(key)
         if cache.get(key) == lease:
             cache.delete(key)
 
