@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ if not os.environ.get("TEST_ARTIFACTS_DIR"):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium", allow_module_level=True)
     pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
-from playwright.sync_api import ConsoleMessage, FrameLocator, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import BrowserContext, ConsoleMessage, FrameLocator, Page, expect, sync_playwright  # noqa: E402
 
 ADMIN_PAGE = """<!doctype html>
 <html lang="{language}">
@@ -98,12 +99,17 @@ def admin_site() -> Iterator[str]:
     thread.join()
 
 
-@pytest.fixture
-def artifacts() -> Path:
+def artifacts_folder(name: str) -> Path:
+    """A folder of the test run's artifacts (kept by `make test`), created if missing."""
     root = Path(os.environ.get("TEST_ARTIFACTS_DIR") or settings.BASE_DIR / "var" / "test-artifacts")
-    folder = root / "addon-settings-screenshots"
+    folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    return artifacts_folder("addon-settings-screenshots")
 
 
 @pytest.fixture
@@ -142,27 +148,30 @@ def browser_page(console_errors: list[str], monkeypatch: pytest.MonkeyPatch) -> 
     """Debian's Chromium with a fresh profile; the whole flow must run without a single cookie."""
     # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls stay synchronous.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
 
     def remember(message: ConsoleMessage) -> None:
         if message.type == "error":
             console_errors.append(message.text)
 
+    with chromium(viewport={"width": 1280, "height": 1100}) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.on("console", remember)
+        yield page
+        assert context.cookies() == []
+
+
+@contextmanager
+def chromium(**options: Any) -> Iterator[BrowserContext]:
+    """Debian's Chromium with a fresh profile, removed at the end."""
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
         with sync_playwright() as playwright:
             context = playwright.chromium.launch_persistent_context(
-                profile,
-                executable_path=CHROMIUM,
-                args=CHROMIUM_ARGS,
-                headless=True,
-                viewport={"width": 1280, "height": 1100},
+                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, **options
             )
             context.set_default_timeout(TIMEOUT_MS)
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("console", remember)
             try:
-                yield page
-                assert context.cookies() == []
+                yield context
             finally:
                 # While Playwright's event loop runs in this thread, Django keeps the test's ORM calls on a
                 # connection of their own; close it here, or the test database cannot be dropped at the end.

@@ -6,26 +6,21 @@ test run's artifacts folder (dashboard-screenshots/).
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections
 
 from installations.models import Installation
 from rollups import services as rollups
 from rollups.models import HourlyStat
-from tests.addon.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.addon.test_browser import artifacts_folder, chromium
 from tests.rollups.test_dashboard_charts import seed_shops
 
-from playwright.sync_api import Page, sync_playwright  # isort: skip (after the browser test's skip checks)
+from playwright.sync_api import Page  # isort: skip (after the browser test's skip checks)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,10 +30,7 @@ PASSWORD = "a-long-staff-password"  # a throwaway user of the test database
 
 @pytest.fixture
 def artifacts() -> Path:
-    root = Path(os.environ.get("TEST_ARTIFACTS_DIR") or settings.BASE_DIR / "var" / "test-artifacts")
-    folder = root / "dashboard-screenshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return artifacts_folder("dashboard-screenshots")
 
 
 @pytest.fixture
@@ -46,26 +38,14 @@ def staff_browser(live_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator
     """Chromium with a fresh profile, signed in to the admin as a superuser."""
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     get_user_model().objects.create_superuser("staff", "staff@example.com", PASSWORD)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    try:
-        with sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            context.set_default_timeout(TIMEOUT_MS)
-            page = context.pages[0] if context.pages else context.new_page()
-            try:
-                page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-                page.fill("#id_username", "staff")
-                page.fill("#id_password", PASSWORD)
-                page.click("input[type=submit]")
-                page.wait_for_url(f"{live_server.url}/admin/")
-                yield page
-            finally:
-                connections.close_all()  # see the settings page's browser test
-                context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+        page.fill("#id_username", "staff")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{live_server.url}/admin/")
+        yield page
 
 
 def seed_a_busy_platform() -> None:
