@@ -61,8 +61,7 @@ def fuzz(data: Any) -> None:
     # Django takes the last of repeated parameters.
     plausible = method == "GET" and codes and len(codes[-1]) <= MAX_CODE_LENGTH and CODE_SHAPE.fullmatch(codes[-1])
     if method == "GET" and not plausible:
-        # Refused by the check that runs before any exchange (counting the fake's log instead would see
-        # the late requests of earlier tests' delayed faults).
+        # Refused by the check that runs before any exchange.
         assert response.json()["error"] in (MALFORMED, MISSING)
 
 

@@ -97,6 +97,7 @@ class Router:
         self.state = fake.state
 
     def dispatch(self, request: Request) -> Response:
+        epoch = self.state.epoch
         route = self._match(request)
         if route is not None and route.kind == CONTROL:
             return self._call_public(route, request)
@@ -112,10 +113,12 @@ class Router:
         else:
             if fault is not None:
                 time.sleep(fault.delay)
+            if self.state.epoch is not epoch:
+                return Response.text(503, "<h1>503 The fake was reset</h1>")
             response = self._call_public(route, request)
         if fault is not None:
             response.headers.update(fault.headers)
-        self._log(request, route, response)
+        self._log(request, route, response, epoch)
         return response
 
     def _match(self, request: Request) -> Route | None:
@@ -264,10 +267,12 @@ class Router:
         return key
 
     # -- request log --------------------------------------------------------------------------------------
-    def _log(self, request: Request, route: Route | None, response: Response) -> None:
+    def _log(self, request: Request, route: Route | None, response: Response, epoch: object) -> None:
         key = f"{request.method} {route.template if route else request.path}"
         entry = (request.method, request.path, response.status)
         with self.state.lock:
+            if self.state.epoch is not epoch:
+                return
             self.state.requests[key] += 1
             self.state.log.append(entry)
             eshop = self.state.eshops.get(request.eshop_id) if request.eshop_id is not None else None
