@@ -36,13 +36,18 @@ QUEUES = ("priority", "default", "shoptet")
 
 
 def queued_messages() -> Iterator[tuple[str, list[Any], str]]:
-    """Take every task message waiting in the broker, queue by queue, in order: (task, args, queue)."""
+    """Take every task message waiting in the broker, queue by queue, in order: (task, args, queue).
+
+    Every message these tests wait for was published before the call. A non-blocking read is one RPOP; a
+    blocking one is a BRPOP whose answer, if the timeout ends before it is read on a loaded machine, is
+    popped from the queue and never delivered, and that task goes missing.
+    """
     with celery_app.connection_for_read() as broker:
         for name in QUEUES:
             with broker.SimpleQueue(name) as queue:
                 while True:
                     try:
-                        message = queue.get(timeout=0.5)
+                        message = queue.get_nowait()
                     except queue.Empty:
                         break
                     args, _, _ = message.payload
