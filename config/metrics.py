@@ -3,8 +3,9 @@
 Counters (Shoptet API calls and their durations, tokens minted, 429s) are incremented by every web and
 worker process, so with Redis they live there (one hash per counter) and every process adds to the same
 numbers; in embedded mode they are kept per process. The slowest single calls of each day are kept the
-same way (a sorted set per day). What the database already knows (deliveries, installations, job
-durations) and the queue lengths are read when Prometheus scrapes.
+same way (a sorted set per day). Deliveries and sync jobs are reported from the running totals the rollup
+keeps (rollups.services), so a scrape never groups the logs themselves; installations, the deliveries
+still waiting (up to a cap) and the queue lengths are read when Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
-from django.db.models import Case, CharField, Count, DurationField, ExpressionWrapper, F, Sum, Value, When
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
@@ -43,6 +44,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # Every label value comes from a fixed set; anything else (a value first seen in outside input) is this.
 OTHER = "other"
+PENDING_COUNTED_UP_TO = 100_000
 # Shoptet API call durations: a Prometheus summary (sum and count) per method and endpoint.
 DURATION = "shoptet_api_request_duration_seconds"
 DURATION_LABELS = ("method", "endpoint")
@@ -237,8 +239,8 @@ class PlatformCollector:
         yield from self._counters()
         yield self._durations()
         yield self._installations()
-        yield self._deliveries()
-        yield from self._job_durations()
+        yield from self._deliveries()
+        yield self._job_durations()
         yield self._queue_lengths()
         yield self._store_availability()
 
@@ -286,61 +288,48 @@ class PlatformCollector:
             family.add_metric([status], counts.get(status, 0))
         return family
 
-    def _deliveries(self) -> Metric:
-        from webhooks.events import KNOWN_EVENTS
+    def _deliveries(self) -> Iterator[Metric]:
+        from rollups import services as rollups
         from webhooks.models import WebhookDelivery
 
-        family = GaugeMetricFamily(
-            "webhook_deliveries", "Webhook deliveries in the log by event and status", labels=["event", "status"]
+        settled = CounterMetricFamily(
+            "webhook_deliveries",
+            "Webhook deliveries by event and status, counted by the rollup once settled (a minute or two late)",
+            labels=["event", "status"],
         )
-        # Anyone can post any event name: names Shoptet does not document are counted together, in SQL.
-        event = Case(
-            When(event__in=sorted(KNOWN_EVENTS), then=F("event")),
-            When(event="", then=Value("(none)")),
-            default=Value(OTHER),
-            output_field=CharField(),
+        for label, value in sorted(rollups.totals(rollups.DELIVERIES).items()):
+            event, _, status = label.rpartition("/")
+            settled.add_metric([event, _chosen(status, WebhookDelivery.Status.values)], value)
+        yield settled
+        pending = GaugeMetricFamily(
+            "webhook_deliveries_pending",
+            f"Deliveries received and not yet processed (counted up to {PENDING_COUNTED_UP_TO:,})",
         )
-        rows = (
-            WebhookDelivery.objects.annotate(label=event).values("label", "status").annotate(n=Count("pk")).order_by()
-        )
-        counts: defaultdict[tuple[str, str], int] = defaultdict(int)
-        for row in rows:
-            status = _chosen(row["status"], WebhookDelivery.Status.values)
-            counts[(row["label"], status)] += row["n"]
-        for labels, n in sorted(counts.items()):
-            family.add_metric(list(labels), n)
-        return family
+        # Through the partial index of received rows, and never past the cap: a scrape costs the same
+        # whatever the log's size, and a backlog above the cap reads as the cap.
+        waiting = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.RECEIVED)
+        pending.add_metric([], waiting.values("pk")[:PENDING_COUNTED_UP_TO].count())
+        yield pending
 
-    def _job_durations(self) -> Iterator[Metric]:
+    def _job_durations(self) -> Metric:
+        from rollups import services as rollups
         from sync.models import SyncJob
 
-        duration = ExpressionWrapper(F("finished_at") - F("created_at"), output_field=DurationField())
-        rows = (
-            SyncJob.objects.filter(finished_at__isnull=False)
-            .values("resource", "mode", "status")
-            .annotate(n=Count("pk"), total=Sum(duration))
-            .order_by()
+        family = SummaryMetricFamily(
+            "sync_job_duration_seconds",
+            "Finished sync jobs and the seconds they took, counted by the rollup (a minute or two late)",
+            labels=["resource", "mode", "status"],
         )
-        total = GaugeMetricFamily(
-            "sync_job_duration_seconds_sum", "Seconds finished sync jobs took", labels=["resource", "mode", "status"]
-        )
-        count = GaugeMetricFamily(
-            "sync_job_duration_seconds_count", "Finished sync jobs", labels=["resource", "mode", "status"]
-        )
-        figures: defaultdict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for row in rows:
-            labels = (
-                _chosen(row["resource"], SyncJob.Resource.values),
-                _chosen(row["mode"], SyncJob.Mode.values),
-                _chosen(row["status"], SyncJob.Status.values),
-            )
-            figures[labels][0] += row["total"].total_seconds() if row["total"] else 0.0
-            figures[labels][1] += row["n"]
-        for labels, (seconds, jobs) in sorted(figures.items()):
-            total.add_metric(list(labels), seconds)
-            count.add_metric(list(labels), jobs)
-        yield total
-        yield count
+        seconds = rollups.totals(rollups.JOB_SECONDS)
+        for label, jobs in sorted(rollups.totals(rollups.JOBS).items()):
+            resource, mode, status = [*label.split("/"), "", "", ""][:3]
+            labels = [
+                _chosen(resource, SyncJob.Resource.values),
+                _chosen(mode, SyncJob.Mode.values),
+                _chosen(status, SyncJob.Status.values),
+            ]
+            family.add_metric(labels, int(jobs), seconds.get(label, 0.0))
+        return family
 
     def _queue_lengths(self) -> Metric:
         family = GaugeMetricFamily("celery_queue_length", "Tasks waiting in each Celery queue", labels=["queue"])

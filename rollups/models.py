@@ -23,6 +23,20 @@ class HourlyStat(models.Model):
         return f"{self.series} {self.label} {self.hour:%Y-%m-%d %H}:00 = {self.value}"
 
 
+class Total(models.Model):
+    """A figure counted since the platform began, never pruned: what /metrics reports as a counter."""
+
+    series = models.CharField(max_length=32)
+    label = models.CharField(max_length=128, blank=True)
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "label"], name="total_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.series} {self.label} = {self.value}"
+
+
 class Watermark(models.Model):
     """How far the rollup has read one source: the last primary key counted, and the counter totals last seen."""
 

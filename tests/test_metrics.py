@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from config import metrics
 from installations.models import Installation
+from rollups import services as rollups
 from shoptet_api.client import ShoptetClient
+from sync.models import SyncJob
 from tests.fakes.shoptet import FakeShoptet
+from webhooks.models import WebhookDelivery
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_backoff")]
 
@@ -82,3 +89,39 @@ def test_metrics_answer_while_the_metrics_store_is_down(
     assert 'install_callback_refused_total{reason="missing_code"} 1.0' in lines
     assert "platform_metrics_store_up 0.0" in lines
     assert not [line for line in lines if line.startswith("celery_queue_length")]
+
+
+def test_deliveries_and_jobs_come_from_the_rollups_totals_not_from_the_logs(
+    client: Client, installation: Installation, django_assert_max_num_queries: Any
+) -> None:
+    long_ago = timezone.now() - timedelta(hours=1)
+    for event, status in [("order:update", "processed")] * 3 + [("x:y", "rejected"), ("order:update", "received")]:
+        WebhookDelivery.objects.create(
+            installation=installation, event=event, status=status, received_at=long_ago, processed_at=long_ago
+        )
+    job = SyncJob.objects.create(installation=installation, resource="orders", mode="changes", status="completed")
+    SyncJob.objects.filter(pk=job.pk).update(created_at=long_ago, finished_at=long_ago + timedelta(seconds=12))
+    rollups.roll_up()
+    WebhookDelivery.objects.filter(status="processed").delete()  # the log's rows go; the totals stay
+
+    with django_assert_max_num_queries(6):
+        lines = metric_lines(client)
+
+    assert [line for line in lines if line.startswith(("webhook_deliveries_total", "sync_job"))] == [
+        'webhook_deliveries_total{event="order:update",status="processed"} 3.0',
+        'webhook_deliveries_total{event="order:update",status="received"} 1.0',
+        'webhook_deliveries_total{event="other",status="rejected"} 1.0',
+        'sync_job_duration_seconds_count{mode="changes",resource="orders",status="completed"} 1.0',
+        'sync_job_duration_seconds_sum{mode="changes",resource="orders",status="completed"} 12.0',
+    ]
+    # Still waiting, whatever the rollup counted it as: the backlog is read now, up to its cap.
+    assert "webhook_deliveries_pending 1.0" in lines
+
+
+def test_the_backlog_is_counted_only_up_to_its_cap(
+    client: Client, installation: Installation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "PENDING_COUNTED_UP_TO", 3)
+    WebhookDelivery.objects.bulk_create([WebhookDelivery(installation=installation, event="order:create") for _ in range(5)])
+
+    assert "webhook_deliveries_pending 3.0" in metric_lines(client)

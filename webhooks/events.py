@@ -123,3 +123,10 @@ SYSTEM_EVENTS: frozenset[str] = frozenset({"addon:approve", "addon:suspend", "ad
 
 # `eventInstance` of these holds a JSON list of entity codes instead of one code.
 MASS_EVENTS: frozenset[str] = frozenset(event for event in KNOWN_EVENTS if ":mass" in event)
+
+
+def metric_label(event: str) -> str:
+    """The event as a metric label: anyone can post any name, so names Shoptet does not document share one."""
+    if event in KNOWN_EVENTS:
+        return event
+    return "(none)" if event == "" else "other"
