@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from config import metrics
 from installations.models import Installation
+from rollups import services as rollups
 from rollups.dashboard import chart_context
 from sync.models import SyncJob
 from webhooks.models import WebhookDelivery
@@ -52,12 +53,11 @@ def dashboard() -> dict[str, Any]:
     """What the index shows."""
     since = timezone.now() - DASHBOARD_WINDOW
     installations = dict(Installation.objects.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
-    deliveries = dict(
-        WebhookDelivery.objects.filter(received_at__gte=since)
-        .values_list("status")
-        .annotate(n=Count("pk"))
-        .values_list("status", "n")
-        .order_by()
+    # Settled deliveries from the rollup's hours, the ones still waiting counted now: never a scan of a
+    # day of the log, which at 100 webhooks/s is 8.6 million rows.
+    deliveries = {status: int(n) for status, n in rollups.hourly_sums(rollups.DELIVERIES, since=since).items()}
+    deliveries[WebhookDelivery.Status.RECEIVED] = WebhookDelivery.objects.count_pending(
+        up_to=metrics.PENDING_COUNTED_UP_TO
     )
     installation_list = reverse("admin:installations_installation_changelist")
     delivery_list = reverse("admin:webhooks_webhookdelivery_changelist")
@@ -67,7 +67,11 @@ def dashboard() -> dict[str, Any]:
             for value, label in Installation.Status.choices
         ],
         "deliveries_by_status": [
-            Tally(label, deliveries.get(value, 0), f"{delivery_list}?status__exact={value}")
+            Tally(
+                "Waiting now" if value == WebhookDelivery.Status.RECEIVED else label,
+                deliveries.get(value, 0),
+                f"{delivery_list}?status__exact={value}",
+            )
             for value, label in WebhookDelivery.Status.choices
         ],
         "failed_jobs": list(

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 import redis
 from django.db import connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from config import metrics
@@ -175,6 +176,12 @@ def _write(tally: Tally) -> None:
                 f"ON CONFLICT (series, label) DO UPDATE SET value = {totals}.value + excluded.value",
                 [(series, label, value) for (series, label), value in sorted(tally.totals.items())],
             )
+
+
+def hourly_sums(series: str, *, since: datetime) -> dict[str, float]:
+    """Each label's figures of one series summed over the hours from the one holding `since`."""
+    rows = HourlyStat.objects.filter(series=series, hour__gte=hour_of(since)).values_list("label").order_by()
+    return dict(rows.annotate(total=Sum("value")).values_list("label", "total"))
 
 
 def totals(series: str) -> dict[str, float]:

@@ -42,6 +42,11 @@ class WebhookDeliveryQuerySet(models.QuerySet["WebhookDelivery"]):
             instance_prefix=instance[:INSTANCE_PREFIX], event_instance=instance
         )
 
+    def count_pending(self, *, up_to: int) -> int:
+        """Deliveries received and not yet processed, through the partial index of received rows, counted
+        up to `up_to`: the cost stays bounded whatever the backlog."""
+        return self.filter(status=WebhookDelivery.Status.RECEIVED).values("pk")[:up_to].count()
+
 
 class WebhookDelivery(models.Model):
     """One call of the webhook endpoint, valid or not; also the outbox its processing is relayed from."""
