@@ -266,13 +266,14 @@ def watch(task: Any, share: sweeps.Slice) -> list[int]:
 
 
 def changes(share: sweeps.Slice) -> list[int]:
+    """What sync.tasks.sync_changes_everywhere does at a tick, for the given slice."""
     from sync import tasks as sync_tasks
 
-    jobs = sync_services.request_changes_everywhere(share=share)
-    for job in jobs:
-        sync_tasks.sync_changes.delay(job.pk)
-    # One job per resource: the e-shops visited are the jobs' installations.
-    return sorted({job.installation_id for job in jobs})
+    ids = sync_services.installations_to_reconcile(share=share)
+    for installation_id in ids:
+        sync_tasks.request_changes.delay(installation_id)
+    sync_services.prune_jobs()
+    return ids
 
 
 def measure_sweeps() -> None:

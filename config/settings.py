@@ -327,6 +327,7 @@ CELERY_TASK_ROUTES = {
     "sync.tasks.refresh_documents": {"queue": "shoptet"},
     "sync.tasks.relay_sync_work": {"queue": "default"},
     "sync.tasks.sync_changes_everywhere": {"queue": "default"},
+    "sync.tasks.request_changes": {"queue": "default"},
     "notifications.tasks.send_notification": {"queue": "default"},
     "notifications.tasks.relay_notifications": {"queue": "default"},
     "notifications.tasks.notify_silent_webhooks": {"queue": "default"},

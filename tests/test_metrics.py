@@ -122,6 +122,8 @@ def test_the_backlog_is_counted_only_up_to_its_cap(
     client: Client, installation: Installation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(metrics, "PENDING_COUNTED_UP_TO", 3)
-    WebhookDelivery.objects.bulk_create([WebhookDelivery(installation=installation, event="order:create") for _ in range(5)])
+    WebhookDelivery.objects.bulk_create(
+        [WebhookDelivery(installation=installation, event="order:create") for _ in range(5)]
+    )
 
     assert "webhook_deliveries_pending 3.0" in metric_lines(client)

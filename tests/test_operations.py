@@ -42,6 +42,7 @@ QUEUES = {
     "sync.tasks.refresh_documents": "shoptet",
     "sync.tasks.relay_sync_work": "default",
     "sync.tasks.sync_changes_everywhere": "default",
+    "sync.tasks.request_changes": "default",
     "notifications.tasks.send_notification": "default",
     "notifications.tasks.relay_notifications": "default",
     "notifications.tasks.notify_silent_webhooks": "default",

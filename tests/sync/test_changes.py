@@ -236,6 +236,19 @@ def test_old_finished_changes_jobs_are_pruned(onboarded: Installation, other_onb
     assert services.prune_jobs() == 1
 
     assert list(SyncJob.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+def test_pruning_takes_a_bounded_slice_oldest_first(onboarded: Installation) -> None:
+    runs = [
+        SyncJob.objects.create(installation=onboarded, resource="orders", mode="changes", status="completed")
+        for _ in range(5)
+    ]
+    for age, run in enumerate(runs):
+        SyncJob.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(days=40 + age))
+
+    assert services.prune_jobs(limit=2) == 2
+
+    assert sorted(SyncJob.objects.values_list("pk", flat=True)) == [run.pk for run in runs[:3]]
     assert Invoice.objects.count() == 0
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from celery.signals import before_task_publish
 from django.conf import settings
 
 from installations.models import Installation
 from sync import services as sync_services
+from sync import tasks as sync_tasks
+from sync.models import SyncJob
 from webhooks import services
 
 pytestmark = pytest.mark.django_db
@@ -76,3 +80,25 @@ def test_a_few_installations_are_all_swept_in_one_tick(many_installations: list[
     share = services.watch_slice(settings.REGISTRATION_WATCH_PERIOD, moment=HOUR_START)
 
     assert services.installations_to_watch(share=share) == many_installations
+
+
+def test_a_changes_tick_only_sends_one_task_per_installation_of_its_slice(
+    many_installations: list[int], django_assert_max_num_queries: Any
+) -> None:
+    sent: list[tuple[str, list[Any]]] = []
+
+    def record(sender: str, body: tuple[list[Any], dict[str, Any], Any], **_: Any) -> None:
+        sent.append((sender, list(body[0])))
+
+    before_task_publish.connect(record)
+    try:
+        with django_assert_max_num_queries(4):  # population, the slice's ids, the prune's ids
+            sync_tasks.sync_changes_everywhere.apply(throw=True)
+    finally:
+        before_task_publish.disconnect(record)
+
+    slots = int(settings.CHANGES_SWEEP_PERIOD / settings.SWEEP_TICK)
+    assert SyncJob.objects.count() == 0  # the runs are created by the tasks it sent, not in the tick
+    assert {name for name, _ in sent} == {"sync.tasks.request_changes"}
+    assert 0 < len(sent) <= math.ceil(ESHOPS / slots)
+    assert {args[0] for _, args in sent} <= set(many_installations)
