@@ -10,13 +10,16 @@ orders (1,000,000 each) straight in SQL (`INSERT … SELECT generate_series`, ev
 - each sweep, over one simulated period of beat ticks: the time of a tick, the tasks it enqueued (into the
   real broker, purged afterwards), the peak per tick, and whether every installation was visited once.
   Every task a sweep sends makes one Shoptet listing call (plus a token call when its token is older than
-  30 minutes), so the tasks per minute are the sweep's Shoptet calls per minute.
+  30 minutes), so the tasks per minute are the sweep's Shoptet calls per minute;
+- one tick of each sweep run against a loopback fake Shoptet, its tasks one after another as one worker
+  would: the Shoptet calls that minute makes, and how long the tick's work takes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 import time
 from collections import Counter
@@ -201,6 +204,20 @@ def measure(client: Client, label: str, url: str, headers: dict[str, str] | None
     print(f"  {label:<44} {best * 1000:8.1f} ms {queries:4d} queries {size / 1024:8.1f} KiB  HTTP {status}")
 
 
+def measure_rollup() -> None:
+    """One run of the minute rollup over the seeded logs: what /metrics and the dashboard then read."""
+    from rollups import services as rollups
+
+    started = time.perf_counter()
+    tally = rollups.roll_up()
+    print(
+        f"rollup: one run {(time.perf_counter() - started) * 1000:.1f} ms, "
+        f"{sum(value for (series, _), value in tally.totals.items() if series == rollups.DELIVERIES):,.0f} "
+        f"deliveries and {sum(v for (s, _), v in tally.totals.items() if s == rollups.JOBS):,.0f} jobs counted "
+        f"(at most {rollups.BATCH:,} of each a run)"
+    )
+
+
 def measure_pages() -> None:
     logging.getLogger("axes").setLevel(logging.WARNING)  # a line per force_login otherwise
     user = get_user_model().objects.create_superuser("scale-staff", "staff@example.cz", "not-used-to-log-in")
@@ -295,6 +312,72 @@ def measure_sweeps() -> None:
     sweep_ticks("/changes reconciliation", settings.CHANGES_SWEEP_PERIOD, changes)
 
 
+def one_tick_against_the_fake() -> None:
+    """Each sweep's share of one tick, run as one worker process would (every task it sends, and the tasks
+    those send, one after another in this process) against a loopback fake Shoptet: the calls one minute
+    makes at Shoptet, and whether a single worker gets through them within the minute."""
+    from django.conf import settings
+
+    from config.celery import app
+    from installations import services as installation_services
+    from shoptet_api import tokens
+    from sync import tasks as sync_tasks
+    from tests.fakes.shoptet import FakeShoptet
+    from webhooks import tasks as webhook_tasks
+
+    population = Installation.objects.filter(status=Installation.Status.ACTIVE).count()
+    now = timezone.now()
+    sweeps_to_run = [
+        (
+            "registration watchdog",
+            settings.REGISTRATION_WATCH_PERIOD,
+            webhook_services.installations_to_watch,
+            webhook_tasks.reconcile_webhooks,
+        ),
+        (
+            "notification-log recovery",
+            settings.NOTIFICATION_WATCH_PERIOD,
+            webhook_services.installations_to_watch,
+            webhook_tasks.recover_notifications,
+        ),
+        (
+            "/changes reconciliation",
+            settings.CHANGES_SWEEP_PERIOD,
+            sync_services.installations_to_reconcile,
+            sync_tasks.request_changes,
+        ),
+    ]
+    print(f"one tick of each sweep against a loopback fake Shoptet ({population:,} active e-shops, one worker):")
+    client_id, client_secret = "scale-client", secrets.token_hex(16)
+    with FakeShoptet(client_id=client_id, client_secret=client_secret) as fake:
+        settings.SHOPTET_CLIENT_ID, settings.SHOPTET_CLIENT_SECRET = client_id, client_secret
+        settings.SHOPTET_PARTNER_URL, settings.SHOPTET_API_URL = fake.partner_url, fake.api_url
+        settings.PUBLIC_URL = "https://platform.example.cz"
+        app.conf.task_always_eager = True  # what a task sends runs at once, as the next task of the worker
+        try:
+            for name, period, ids_of, task in sweeps_to_run:
+                ids = ids_of(share=sweeps.slice_at(period, population=population, moment=now))
+                for installation in Installation.objects.filter(pk__in=ids).only("eshop_id"):
+                    if installation.eshop_id not in fake.eshops:
+                        fake.add_eshop(installation.eshop_id)
+                    code = fake.issue_install_code(installation.eshop_id, redirect_uri=tokens.install_redirect_uri())
+                    installation_services.install(code=code)
+                Installation.objects.filter(pk__in=ids).update(onboarding_status=Installation.Onboarding.DONE)
+                calls_before = sum(fake.stats()["requests"].values())
+                started = time.perf_counter()
+                for installation_id in ids:
+                    task.apply(args=(installation_id,), throw=True)
+                took = time.perf_counter() - started
+                calls = sum(fake.stats()["requests"].values()) - calls_before
+                each = max(len(ids), 1)
+                print(
+                    f"  {name:<34} {len(ids):4d} tasks in {took:5.1f} s ({took / each * 1000:5.1f} ms each): "
+                    f"{calls:,} Shoptet calls in that minute, {calls / each:.1f} per e-shop"
+                )
+        finally:
+            app.conf.task_always_eager = False
+
+
 def forget_everything() -> None:
     """The benchmarks share one database: leave it as empty as it was found."""
     tables = [model._meta.db_table for model in (Installation, WebhookDelivery, get_user_model())]
@@ -306,8 +389,10 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     try:
         seed_everything()
+        measure_rollup()
         measure_pages()
         measure_sweeps()
+        one_tick_against_the_fake()
     finally:
         forget_everything()
     print(f"load average after: {os.getloadavg()[0]:.2f}")

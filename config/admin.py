@@ -36,11 +36,10 @@ class LogEntryAdmin(admin.ModelAdmin[LogEntry]):
     """The audit log: every change made through the admin, custom actions and "view as e-shop" included."""
 
     list_display = ["action_time", "user", "action", "content_type", "target", "message"]
-    list_filter = ["action_flag", "content_type", "user"]
+    list_filter = ["action_flag", "content_type", "user", ("action_time", admin.DateFieldListFilter)]
     list_select_related = ["user", "content_type"]
     search_fields = ["object_repr", "change_message", "user__username", "=object_id"]
     search_help_text = "Object, message, staff user name, or the exact object id."
-    date_hierarchy = "action_time"
     show_full_result_count = False
     fields = readonly_fields = (
         "action_time",
@@ -108,20 +107,33 @@ def register_platform_admins() -> None:
 
 # Above this many rows (by the planner's estimate) an unfiltered list shows the estimate instead of counting.
 ESTIMATE_COUNTS_ABOVE = 100_000
+# A filtered list counts its rows up to this many: a filter that matches most of a large table (every CZK
+# order) would otherwise read all of them on every page.
+COUNT_FILTERED_UP_TO = 10_000
 
 
 class EstimatedCountPaginator(Paginator):
     """Counts an unfiltered large table from PostgreSQL's statistics (`reltuples`), not with COUNT(*),
-    which reads the whole table on every page; filtered lists and small tables are counted exactly."""
+    which reads the whole table on every page, and a filtered list only up to COUNT_FILTERED_UP_TO rows;
+    small tables are counted exactly. `estimated` and `capped` say which the list shows."""
+
+    estimated = False
+    capped = False
 
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
-        if isinstance(queryset, QuerySet) and not queryset.query.where and connection.vendor == "postgresql":
+        if not isinstance(queryset, QuerySet) or connection.vendor != "postgresql":
+            return int(super().count)
+        if not queryset.query.where:
             estimate = planner_estimate(queryset.model._meta.db_table)
             if estimate > ESTIMATE_COUNTS_ABOVE:
+                self.estimated = True
                 return estimate
-        return int(super().count)
+            return int(super().count)
+        counted = queryset.order_by().values("pk")[:COUNT_FILTERED_UP_TO].count()
+        self.capped = counted >= COUNT_FILTERED_UP_TO
+        return counted
 
 
 def planner_estimate(table: str) -> int:
@@ -131,12 +143,16 @@ def planner_estimate(table: str) -> int:
     return int(row[0]) if row and row[0] is not None else -1
 
 
-class EshopFilter(admin.SimpleListFilter):
-    """Filter by e-shop id typed into a box: a sidebar listing every e-shop is too long at thousands of them."""
+class TypedValueFilter(admin.SimpleListFilter):
+    """Filter by a value typed into a box. A sidebar of every value would list thousands of e-shops, or
+    read a whole table of millions of rows for its distinct values (Django's AllValuesFieldListFilter)."""
 
-    title = "e-shop"
-    parameter_name = "eshop"
-    template = "admin/eshop_filter.html"
+    field = ""  # the lookup the typed value is matched against exactly
+    placeholder = ""
+    input_mode = "text"
+    all_label = "All"
+    max_length = 255
+    template = "admin/typed_value_filter.html"
 
     def __init__(self, request: HttpRequest, params: dict[str, Any], model: Any, model_admin: Any) -> None:
         super().__init__(request, params, model, model_admin)
@@ -149,7 +165,25 @@ class EshopFilter(admin.SimpleListFilter):
         return True
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return []  # never a list of e-shops
+        return []  # never a list of values
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = (self.value() or "").strip()
+        if not value:
+            return queryset
+        if len(value) > self.max_length:
+            return queryset.none()  # longer than the column: nothing can match
+        return queryset.filter(**{self.field: value})
+
+
+class EshopFilter(TypedValueFilter):
+    """Filter by e-shop id typed into a box: a sidebar listing every e-shop is too long at thousands of them."""
+
+    title = "e-shop"
+    parameter_name = "eshop"
+    placeholder = "e-shop id"
+    input_mode = "numeric"
+    all_label = "All e-shops"
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,7 +33,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from config.admin import EshopFilter, audit
-from installations import auth, demo, export, retention, services
+from installations import addon_settings, auth, demo, export, retention, services
 from installations.models import AddonSettings, Installation, InstallAttempt, SettingsChange, StatusChange
 from shoptet_api import tokens
 from shoptet_api.errors import ShoptetError
@@ -119,6 +121,30 @@ class SyncCursorInline(ReadOnlyInline):
     model = SyncCursor
     verbose_name_plural = "changes cursors"
     fields = readonly_fields = ("resource", "changes_from", "failures", "failed_at", "retry_at", "error")
+
+
+class SettingsFieldFilter(admin.SimpleListFilter):
+    """The settings page's fields: fixed choices, never a scan of the history for the names in it."""
+
+    title = "setting"
+    parameter_name = "field"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(field, field.replace("_", " ")) for field in addon_settings.SETTINGS_FIELDS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(field=self.value()) if self.value() else queryset
+
+
+@cache
+def _data_lists() -> list[tuple[str, str, Callable[[], QuerySet[Any]]]]:
+    """Each list of an e-shop's data: its label, its admin URL (reversed once per process) and its rows."""
+    return [
+        ("orders", reverse("admin:sync_order_changelist"), lambda: Order.objects.filter(deleted_at__isnull=True)),
+        ("invoices", reverse("admin:sync_invoice_changelist"), lambda: Invoice.objects.filter(deleted_at__isnull=True)),
+        ("sync jobs", reverse("admin:sync_syncjob_changelist"), SyncJob.objects.all),
+        ("webhook deliveries", reverse("admin:webhooks_webhookdelivery_changelist"), WebhookDelivery.objects.all),
+    ]
 
 
 @admin.register(Installation)
@@ -325,18 +351,13 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         return format_html_join(" · ", '<a href="{}">{}</a>', self._links(installation, counts=True))
 
     def _links(self, installation: Installation, *, counts: bool) -> list[tuple[str, str]]:
-        lists = [
-            ("orders", "admin:sync_order_changelist", Order.objects.filter(deleted_at__isnull=True)),
-            ("invoices", "admin:sync_invoice_changelist", Invoice.objects.filter(deleted_at__isnull=True)),
-            ("sync jobs", "admin:sync_syncjob_changelist", SyncJob.objects.all()),
-            ("webhook deliveries", "admin:webhooks_webhookdelivery_changelist", WebhookDelivery.objects.all()),
-        ]
+        """Links to the e-shop's rows in each list; with `counts`, how many (the change page only: a query each)."""
+        query = urlencode({EshopFilter.parameter_name: installation.eshop_id})
         links = []
-        for label, url_name, queryset in lists:
-            url = f"{reverse(url_name)}?{urlencode({EshopFilter.parameter_name: installation.eshop_id})}"
+        for label, url, rows in _data_lists():
             if counts:
-                label = f"{queryset.filter(installation=installation).count()} {label}"
-            links.append((url, label))
+                label = f"{rows().filter(installation=installation).count()} {label}"
+            links.append((f"{url}?{query}", label))
         return links
 
     # ------------------------------------------------------------------
@@ -582,7 +603,7 @@ class AddonSettingsAdmin(admin.ModelAdmin[AddonSettings]):
 @admin.register(SettingsChange)
 class SettingsChangeAdmin(admin.ModelAdmin[SettingsChange]):
     list_display = ["created_at", "installation", "field", "old_value", "new_value", "admin_email"]
-    list_filter = ["field"]
+    list_filter = [SettingsFieldFilter, EshopFilter]
     list_select_related = ["installation"]
     search_fields = ["=installation__eshop_id", "admin_email"]
     fields = readonly_fields = (

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.admin import EshopFilter
 from notifications.models import Notification
+
+
+class LanguageFilter(admin.SimpleListFilter):
+    """The languages mails are written in: fixed choices, never a scan of the mail log."""
+
+    title = "language"
+    parameter_name = "language"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(code, str(name)) for code, name in settings.LANGUAGES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(language=self.value()) if self.value() else queryset
 
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin[Notification]):
     list_display = ["created_at", "installation", "kind", "day", "status", "recipient", "language", "attempts"]
-    list_filter = ["status", "kind", "language", "day"]
+    list_filter = ["status", "kind", LanguageFilter, "day", ("created_at", admin.DateFieldListFilter), EshopFilter]
     list_select_related = ["installation"]
     search_fields = ["=installation__eshop_id", "recipient"]
     search_help_text = "The exact e-shop id, or the recipient's address."
-    date_hierarchy = "created_at"
     show_full_result_count = False
     fields = readonly_fields = (
         "installation",
