@@ -328,6 +328,7 @@ CELERY_TASK_ROUTES = {
     "sync.tasks.relay_sync_work": {"queue": "default"},
     "sync.tasks.sync_changes_everywhere": {"queue": "default"},
     "sync.tasks.request_changes": {"queue": "default"},
+    "config.sweeps.send_chunk": {"queue": "default"},
     "notifications.tasks.send_notification": {"queue": "default"},
     "notifications.tasks.relay_notifications": {"queue": "default"},
     "notifications.tasks.notify_silent_webhooks": {"queue": "default"},

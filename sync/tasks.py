@@ -14,6 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import transaction
 
+from config import sweeps
 from config.celery import rerun_after_database_outage
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS
@@ -136,8 +137,7 @@ def sync_changes_everywhere() -> None:
 
     The tick only sends one task per installation of its slice, so it stays short with 10,000 e-shops;
     the runs are created by those tasks."""
-    for installation_id in services.installations_to_reconcile(share=services.changes_slice()):
-        request_changes.delay(installation_id)
+    sweeps.send_each(request_changes, services.installations_to_reconcile(share=services.changes_slice()))
     services.prune_jobs()
 
 

@@ -43,6 +43,7 @@ QUEUES = {
     "sync.tasks.relay_sync_work": "default",
     "sync.tasks.sync_changes_everywhere": "default",
     "sync.tasks.request_changes": "default",
+    "config.sweeps.send_chunk": "default",
     "notifications.tasks.send_notification": "default",
     "notifications.tasks.relay_notifications": "default",
     "notifications.tasks.notify_silent_webhooks": "default",
@@ -120,7 +121,7 @@ def test_every_task_is_routed_to_its_queue() -> None:
     ours = {
         name
         for name in celery_app.tasks
-        if name.split(".")[0] in {"installations", "webhooks", "sync", "notifications", "rollups"}
+        if name.split(".")[0] in {"config", "installations", "webhooks", "sync", "notifications", "rollups"}
     }
 
     routed = {name: celery_app.amqp.router.route({}, name, (), {})["queue"].name for name in ours}

@@ -14,6 +14,7 @@ from celery import shared_task
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
+from config import sweeps
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS
 from webhooks import services
@@ -62,16 +63,14 @@ def send_batches(batches: list[services.Batch]) -> None:
 def watch_registrations() -> None:
     """This tick's slice of the hourly check (config.sweeps): every installation once per period."""
     share = services.watch_slice(settings.REGISTRATION_WATCH_PERIOD)
-    for installation_id in services.installations_to_watch(share=share):
-        reconcile_webhooks.delay(installation_id)
+    sweeps.send_each(reconcile_webhooks, services.installations_to_watch(share=share))
 
 
 @shared_task
 def watch_notifications() -> None:
     """This tick's slice of the notification-log recovery (config.sweeps)."""
     share = services.watch_slice(settings.NOTIFICATION_WATCH_PERIOD)
-    for installation_id in services.installations_to_watch(share=share):
-        recover_notifications.delay(installation_id)
+    sweeps.send_each(recover_notifications, services.installations_to_watch(share=share))
 
 
 @shared_task(autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)

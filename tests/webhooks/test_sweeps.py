@@ -10,11 +10,13 @@ import pytest
 from celery.signals import before_task_publish
 from django.conf import settings
 
+from config import sweeps
 from installations.models import Installation
 from sync import services as sync_services
 from sync import tasks as sync_tasks
 from sync.models import SyncJob
 from webhooks import services
+from webhooks import tasks as webhook_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -102,3 +104,29 @@ def test_a_changes_tick_only_sends_one_task_per_installation_of_its_slice(
     assert {name for name, _ in sent} == {"sync.tasks.request_changes"}
     assert 0 < len(sent) <= math.ceil(ESHOPS / slots)
     assert {args[0] for _, args in sent} <= set(many_installations)
+
+
+def test_a_large_slice_goes_out_in_chunks_that_send_every_installations_task(
+    many_installations: list[int],
+    settings,  # type: ignore[no-untyped-def]
+) -> None:
+    settings.SWEEP_MIN_BATCH = ESHOPS  # one tick takes all 600: more than a chunk
+    sent: list[tuple[str, list[Any]]] = []
+
+    def record(sender: str, body: tuple[list[Any], dict[str, Any], Any], **_: Any) -> None:
+        sent.append((sender, list(body[0])))
+
+    before_task_publish.connect(record)
+    try:
+        webhook_tasks.watch_notifications.apply(throw=True)
+        chunks = list(sent)
+        sent.clear()
+        for _, (task_name, ids) in chunks:
+            sweeps.send_chunk.apply(args=(task_name, ids), throw=True)
+    finally:
+        before_task_publish.disconnect(record)
+
+    assert len(chunks) == math.ceil(ESHOPS / sweeps.FAN_OUT_CHUNK)
+    assert {name for name, _ in chunks} == {"config.sweeps.send_chunk"}
+    assert {name for name, _ in sent} == {"webhooks.tasks.recover_notifications"}
+    assert sorted(args[0] for _, args in sent) == many_installations
