@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from celery import Task, current_app, shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Mod
@@ -65,22 +65,22 @@ FAN_OUT_CHUNK = 100
 def send_each(task: Task, installation_ids: list[int]) -> None:
     """Send `task(installation_id)` for each id: at once for a small slice, through `send_chunk` for a large one."""
     if len(installation_ids) <= FAN_OUT_CHUNK:
-        _publish(task.name, installation_ids)
+        _publish(task, installation_ids)
         return
-    with current_app.producer_or_acquire() as producer:
+    with send_chunk.app.producer_or_acquire() as producer:
         for start in range(0, len(installation_ids), FAN_OUT_CHUNK):
             chunk = installation_ids[start : start + FAN_OUT_CHUNK]
             send_chunk.apply_async((task.name, chunk), producer=producer)
 
 
-@shared_task(name="config.sweeps.send_chunk")
-def send_chunk(task_name: str, installation_ids: list[int]) -> None:
+@shared_task(bind=True, name="config.sweeps.send_chunk")
+def send_chunk(self: Task, task_name: str, installation_ids: list[int]) -> None:
     """One chunk of a sweep's tick: the task of each installation in it."""
-    _publish(task_name, installation_ids)
+    _publish(self.app.tasks[task_name], installation_ids)
 
 
-def _publish(task_name: str, installation_ids: list[int]) -> None:
-    task = current_app.tasks[task_name]
-    with current_app.producer_or_acquire() as producer:
+def _publish(task: Task, installation_ids: list[int]) -> None:
+    # The task's own app, not Celery's "current" one: one producer for the whole slice.
+    with task.app.producer_or_acquire() as producer:
         for installation_id in installation_ids:
             task.apply_async((installation_id,), producer=producer)

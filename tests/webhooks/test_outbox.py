@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import kombu.pools
 import pytest
 import requests
 from django.test import Client
@@ -36,8 +37,13 @@ def free_port() -> int:
 
 
 def use_broker(url: str) -> None:
-    """Point Celery's publisher at `url` (its connection pool is rebuilt on the next publish)."""
+    """Point Celery's publisher at `url` (its connection pool is rebuilt on the next publish).
+
+    kombu keeps producer pools in a registry of its own, keyed by connection: without emptying it, the
+    next publisher to the original broker gets back the producer pool whose connections were closed here.
+    """
     celery_app.pool.force_close_all()  # type: ignore[attr-defined]
+    kombu.pools.reset()
     celery_app.conf.update(broker_url=url)
     celery_app._pool = None  # type: ignore[attr-defined]
     celery_app.amqp._producer_pool = None  # type: ignore[attr-defined]
