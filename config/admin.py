@@ -176,6 +176,28 @@ class TypedValueFilter(admin.SimpleListFilter):
         return queryset.filter(**{self.field: value})
 
 
+class FixedChoicesFilter(admin.SimpleListFilter):
+    """Filter by one of a fixed set of values that the code knows (`options`), never the values a scan of
+    the table finds in use; a value outside them matches nothing."""
+
+    field = ""  # the lookup the chosen value is matched against exactly
+
+    def options(self) -> list[tuple[str, str]]:
+        """(value, label) of each choice."""
+        raise NotImplementedError
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return self.options()
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        if value not in dict(self.options()):
+            return queryset.none()
+        return queryset.filter(**{self.field: value})
+
+
 class EshopFilter(TypedValueFilter):
     """Filter by e-shop id typed into a box: a sidebar listing every e-shop is too long at thousands of them."""
 

@@ -32,7 +32,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from config.admin import EshopFilter, audit
+from config.admin import EshopFilter, FixedChoicesFilter, audit
 from installations import addon_settings, auth, demo, export, retention, services
 from installations.models import AddonSettings, Installation, InstallAttempt, SettingsChange, StatusChange
 from shoptet_api import tokens
@@ -123,17 +123,14 @@ class SyncCursorInline(ReadOnlyInline):
     fields = readonly_fields = ("resource", "changes_from", "failures", "failed_at", "retry_at", "error")
 
 
-class SettingsFieldFilter(admin.SimpleListFilter):
-    """The settings page's fields: fixed choices, never a scan of the history for the names in it."""
+class SettingsFieldFilter(FixedChoicesFilter):
+    """The settings page's fields."""
 
     title = "setting"
-    parameter_name = "field"
+    parameter_name = field = "field"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(field, field.replace("_", " ")) for field in addon_settings.SETTINGS_FIELDS]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.filter(field=self.value()) if self.value() else queryset
+    def options(self) -> list[tuple[str, str]]:
+        return [(name, name.replace("_", " ")) for name in addon_settings.SETTINGS_FIELDS]
 
 
 @cache

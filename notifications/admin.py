@@ -6,24 +6,19 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
-from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from config.admin import EshopFilter
+from config.admin import EshopFilter, FixedChoicesFilter
 from notifications.models import Notification
 
 
-class LanguageFilter(admin.SimpleListFilter):
-    """The languages mails are written in: fixed choices, never a scan of the mail log."""
+class LanguageFilter(FixedChoicesFilter):
+    """The languages mails are written in."""
 
-    title = "language"
-    parameter_name = "language"
+    title = parameter_name = field = "language"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def options(self) -> list[tuple[str, str]]:
         return [(code, str(name)) for code, name in settings.LANGUAGES]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.filter(language=self.value()) if self.value() else queryset
 
 
 @admin.register(Notification)

@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin import EshopFilter, EstimatedCountPaginator, TypedValueFilter, audit
+from config.admin import EshopFilter, EstimatedCountPaginator, FixedChoicesFilter, TypedValueFilter, audit
 from installations.models import Installation
 from sync import services, tasks
 from sync.models import Document, Invoice, InvoiceItem, Order, OrderItem, SyncCursor, SyncJob
@@ -95,19 +95,14 @@ class VatModeFilter(TypedValueFilter):
     max_length = 64
 
 
-class BillingMethodFilter(admin.SimpleListFilter):
-    """Shoptet's four billing methods by id: fixed choices, never a scan for the names in use."""
+class BillingMethodFilter(FixedChoicesFilter):
+    """Shoptet's four billing methods, by id."""
 
     title = "billing method"
-    parameter_name = "billing_method_id"
+    parameter_name = field = "billing_method_id"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def options(self) -> list[tuple[str, str]]:
         return [("1", "Cash on delivery"), ("2", "Wire transfer"), ("3", "Cash"), ("4", "Card")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() in {"1", "2", "3", "4"}:
-            return queryset.filter(billing_method_id=int(str(self.value())))
-        return queryset
 
 
 class DocumentAdmin(admin.ModelAdmin):
