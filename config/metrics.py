@@ -40,6 +40,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("reason",),
     ),
     "install_callback_refused": ("Install callbacks refused before any code exchange, by reason", ("reason",)),
+    "shoptet_api_bucket_pauses": (
+        "Shoptet API calls held back because the e-shop's leaky bucket was nearly full",
+        (),
+    ),
     "api_throttle_unavailable": ("REST requests let through unthrottled: the rate limit's cache was down", ("scope",)),
 }
 # Every label value comes from a fixed set; anything else (a value first seen in outside input) is this.

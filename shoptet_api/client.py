@@ -4,7 +4,8 @@ Every call: an API token from the shared cache, one of the e-shop's three reques
 envelope unwrapped, errors typed. Retries follow Shoptet's status table: 401 `expired-token` mints once
 and retries once, 429 waits for `Retry-After`, 423/500/503 and connection errors back off with jitter;
 a write is retried only when Shoptet cannot have applied it (423, 429, connection refused) or when the
-caller says it is idempotent.
+caller says it is idempotent. A request waits first while the e-shop's leaky bucket is nearly full
+(`shoptet_api.bucket`), so a busy e-shop slows down before Shoptet answers 429.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.conf import settings
 
 from config import metrics
 from config.logs import bound_eshop
-from shoptet_api import tokens
+from shoptet_api import bucket, tokens
 from shoptet_api.concurrency import request_slot
 from shoptet_api.errors import (
     APIError,
@@ -155,11 +156,13 @@ class ShoptetClient:
         if self.language:
             params = {**(params or {}), "language": self.language}
         started = time.monotonic()
+        self._wait_for_bucket()
         with request_slot(self.installation):
             sent = time.monotonic()
             response = self._http(method, path, params=params, json=json, headers=headers)
             # Shoptet's own time, without the wait for a request slot.
             exchange_seconds = time.monotonic() - sent
+        bucket.record(self.installation.eshop_id, response.headers.get(bucket.HEADER))
         elapsed_ms = (time.monotonic() - started) * 1000
         request_id = response.headers.get("X-Request-ID", "")
         logger.info(
@@ -185,6 +188,17 @@ class ShoptetClient:
                 tokens.discard_access_token(self.installation, token)
             raise error
         return self._data(response)
+
+    def _wait_for_bucket(self) -> None:
+        """Pause while the e-shop's bucket, as the last answer to any process left it, is nearly full."""
+        eshop_id = self.installation.eshop_id
+        waited = 0.0
+        while waited < bucket.MAX_PAUSE_SECONDS and (pause := bucket.pause_before_request(eshop_id)) > 0:
+            if not waited:
+                metrics.increment("shoptet_api_bucket_pauses")
+                logger.info("shoptet api bucket nearly full eshop_id=%s pause=%.2fs", eshop_id, pause)
+            time.sleep(pause)
+            waited += pause
 
     def _http(
         self, method: str, path: str, *, params: dict[str, Any] | None, json: Any, headers: dict[str, str]

@@ -42,6 +42,7 @@ SETTINGS = (
     "enforce_bucket",
     "bucket_capacity",
     "bucket_leak_per_second",
+    "bucket_bytes_per_drop",
     "accepted_content_types",
     "default_install_url",
 )
@@ -74,6 +75,7 @@ class FakeShoptet:
     enforce_bucket = False  # when True, a full leaky bucket answers 429 with an HTTP-date Retry-After
     bucket_capacity = 200
     bucket_leak_per_second = 10.0
+    bucket_bytes_per_drop = 20_000  # "more data = more drops": a large answer costs more than one drop
     accepted_content_types: tuple[str, ...] = ("application/json", "application/vnd.shoptet.v1.0")
     default_install_url: str | None = None  # used by the control API when no installUrl is given
 
@@ -379,8 +381,9 @@ class FakeShoptet:
 
     def stats(self, eshop_id: int | None = None) -> dict[str, Any]:
         """Per e-shop: tokens_minted, valid_tokens, max_valid_tokens, max_concurrent_per_token (attempted
-        concurrency, 429s included), rate_limited, webhooks_sent, requests {"GET /api/orders/{code}": n},
-        log [(method, raw path, status)], status. Without an e-shop: requests and log of the whole fake."""
+        concurrency, 429s included), rate_limited, bucket_refused (429s of a full bucket), max_bucket_level,
+        webhooks_sent, requests {"GET /api/orders/{code}": n}, log [(method, raw path, status)], status.
+        Without an e-shop: requests and log of the whole fake."""
         with self.state.lock:
             if eshop_id is None:
                 return {"requests": dict(self.state.requests), "log": list(self.state.log)}

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .fake import FakeShoptet
 
 API, PUBLIC, CONTROL = "api", "public", "control"
+BUCKET_HEADER = "X-RateLimit-Bucket-Filling"
 
 # Error codes used when an injected fault has no body of its own.
 FAULT_ERROR_CODES = {
@@ -169,12 +170,14 @@ class Router:
         write_key = None
         try:
             eshop = self._authenticate(token)
-            filling = self._fill_bucket(eshop)
+            filling = self._check_bucket(eshop)
             self._check_content_type(request)
             write_key = self._lock_write(request)
             time.sleep(delay)
             status, data = route.handler(self.fake, request, eshop)
-            return _api_response((status, data), filling)
+            response = _api_response((status, data), filling)
+            response.headers[BUCKET_HEADER] = self._pour(eshop, len(response.body))
+            return response
         except ApiError as error:
             return _api_response(error, filling)
         except Exception:  # noqa: BLE001 - a bug in the fake must be a loud 500, not a dead connection
@@ -232,22 +235,37 @@ class Router:
                     if counter[key] == 0:
                         del counter[key]
 
-    def _fill_bucket(self, eshop: FakeEshop) -> str:
-        """Leaky bucket per installation: 200 drops, 10 leak per second, one drop per request here."""
+    def _check_bucket(self, eshop: FakeEshop) -> str:
+        """Leaky bucket per installation (spec, "Rate limiting"): a full one refuses with 429 before any work."""
         fake = self.fake
         with self.state.lock:
-            now = fake.clock.time()
-            leaked = (now - eshop.bucket_updated) * fake.bucket_leak_per_second
-            eshop.bucket_level = max(0.0, eshop.bucket_level - leaked)
-            eshop.bucket_updated = now
-            if fake.enforce_bucket and eshop.bucket_level + 1 > fake.bucket_capacity:
-                wait = (eshop.bucket_level + 1 - fake.bucket_capacity) / fake.bucket_leak_per_second
-                filling = f"{fake.bucket_capacity}/{fake.bucket_capacity}"
+            self._leak(eshop)
+            capacity = fake.bucket_capacity
+            if fake.enforce_bucket and eshop.bucket_level >= capacity:
+                eshop.stats.bucket_refused += 1
+                wait = (eshop.bucket_level + 1 - capacity) / fake.bucket_leak_per_second
+                filling = f"{capacity}/{capacity}"
                 retry_after = format_http_date(time.time() + max(wait, 1))
                 headers = {"Retry_After": retry_after, "X_RateLimit_Bucket_Filling": filling}
                 raise ApiError(429, "too-many-requests", "Rate limit exceeded.", "unknown", **headers)
-            eshop.bucket_level += 1
-            return f"{math.ceil(eshop.bucket_level)}/{fake.bucket_capacity}"
+            return self._filling(eshop)
+
+    def _pour(self, eshop: FakeEshop, answer_bytes: int) -> str:
+        """Add the request's cost, measured after it ran: one drop, and one more per `bucket_bytes_per_drop`."""
+        with self.state.lock:
+            self._leak(eshop)
+            eshop.bucket_level += 1 + answer_bytes // self.fake.bucket_bytes_per_drop
+            eshop.stats.max_bucket_level = max(eshop.stats.max_bucket_level, eshop.bucket_level)
+            return self._filling(eshop)
+
+    def _leak(self, eshop: FakeEshop) -> None:
+        now = self.fake.clock.time()
+        leaked = (now - eshop.bucket_updated) * self.fake.bucket_leak_per_second
+        eshop.bucket_level = max(0.0, eshop.bucket_level - leaked)
+        eshop.bucket_updated = now
+
+    def _filling(self, eshop: FakeEshop) -> str:
+        return f"{min(math.ceil(eshop.bucket_level), self.fake.bucket_capacity)}/{self.fake.bucket_capacity}"
 
     def _check_content_type(self, request: Request) -> None:
         content_type = request.headers.get("Content-Type")
@@ -290,9 +308,7 @@ def _api_response(result: tuple[int, Any] | ApiError, filling: str) -> Response:
         status, data = result
         payload, request_id = envelope(data)
         headers = {}
-    return Response.json(
-        status, payload, {"X-Request-ID": request_id, "X-RateLimit-Bucket-Filling": filling, **headers}
-    )
+    return Response.json(status, payload, {"X-Request-ID": request_id, BUCKET_HEADER: filling, **headers})
 
 
 def _not_found(path: str) -> Response:

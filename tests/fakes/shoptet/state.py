@@ -174,6 +174,8 @@ class EshopStats:
     max_valid_tokens: int = 0
     max_concurrent_per_token: int = 0
     rate_limited: int = 0
+    bucket_refused: int = 0
+    max_bucket_level: float = 0.0
     webhooks_sent: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     log: list[tuple[str, str, int]] = field(default_factory=list)
@@ -186,6 +188,8 @@ class EshopStats:
             "max_valid_tokens": self.max_valid_tokens,
             "max_concurrent_per_token": self.max_concurrent_per_token,
             "rate_limited": self.rate_limited,
+            "bucket_refused": self.bucket_refused,
+            "max_bucket_level": self.max_bucket_level,
             "webhooks_sent": self.webhooks_sent,
             "requests": dict(self.requests),
             "log": list(self.log),
