@@ -8,23 +8,23 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from config.addresses import client_address
-from webhooks import services
+from webhooks import intake
 
 
 @csrf_exempt  # Shoptet's server calls it; the signature is the authentication.
 @require_POST
 def receive(request: HttpRequest) -> HttpResponse:
-    intake = services.record_delivery(
+    stored = intake.record_delivery(
         body=_body_or_none(request), headers=request.headers, remote_addr=client_address(request.META)
     )
-    if intake.delivery is None:
-        response = JsonResponse({"delivery": None, "status": "rate_limited", "message": intake.message}, status=429)
-        response["Retry-After"] = str(intake.retry_after)
+    if stored.delivery is None:
+        response = JsonResponse({"delivery": None, "status": "rate_limited", "message": stored.message}, status=429)
+        response["Retry-After"] = str(stored.retry_after)
         return response
-    answer: dict[str, object] = {"delivery": intake.delivery.pk, "status": intake.delivery.status}
-    if intake.message:
-        answer["message"] = intake.message
-    return JsonResponse(answer, status=intake.http_status)
+    answer: dict[str, object] = {"delivery": stored.delivery.pk, "status": stored.delivery.status}
+    if stored.message:
+        answer["message"] = stored.message
+    return JsonResponse(answer, status=stored.http_status)
 
 
 def _body_or_none(request: HttpRequest) -> bytes | None:

@@ -17,7 +17,7 @@ from installations import services as installation_services
 from installations.models import Installation
 from tests.fakes.shoptet import FakeShoptet
 from tests.fakes.shoptet.webhooks import encode
-from webhooks import rejections, services, signature
+from webhooks import intake, rejections, services, signature
 from webhooks.handlers import WebhookEvent, handles, registry
 from webhooks.models import WebhookDelivery
 
@@ -70,9 +70,9 @@ def other_onboarded(other_installation: Installation) -> Installation:
 @pytest.fixture(autouse=True)
 def fresh_signers() -> Iterator[None]:
     """Each test starts with no e-shop keys kept by the endpoint."""
-    services.forget_signers()
+    intake.forget_signers()
     yield
-    services.forget_signers()
+    intake.forget_signers()
 
 
 @pytest.fixture(autouse=True)
@@ -159,7 +159,6 @@ def live_platform(live_server: Any, fake_shoptet: FakeShoptet, settings: Any) ->
 
 def process_all() -> Any:
     """Run what the relay would enqueue, as a worker would, until nothing is due."""
-    from webhooks import services
 
     total = services.Outcome()
     while True:

@@ -6,7 +6,9 @@ import json
 import random
 from datetime import datetime, timedelta
 
+import psycopg
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -24,7 +26,7 @@ from tests.webhooks.conftest import (
     process_all,
     shoptet_time,
 )
-from webhooks import services, signature
+from webhooks import intake, signature
 from webhooks.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -170,7 +172,7 @@ def test_the_previous_key_is_accepted_for_a_grace_window_after_renewal(
     Installation.objects.filter(pk=onboarded.pk).update(
         signature_key_renewed_at=timezone.now() - settings.WEBHOOK_SIGNATURE_GRACE - timedelta(seconds=1)
     )
-    services.forget_signers()  # as after the few seconds a web process keeps an e-shop's keys
+    intake.forget_signers()  # as after the few seconds a web process keeps an e-shop's keys
     assert post(client, body, signature.sign(body, old_key)).status_code == 401
     assert post(client, body, signature.sign(body, "the-new-key")).status_code == 200
     assert [d.status for d in deliveries()] == ["received", "received", "rejected", "received"]
@@ -407,3 +409,39 @@ def test_a_just_uninstalled_eshop_kept_as_active_is_still_not_processed(
 
     assert [d.status for d in deliveries()] == ["ignored", "ignored"]
     assert recorder.calls == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_broken_since_the_last_call_is_replaced_without_losing_the_delivery(
+    client: Client, onboarded: Installation
+) -> None:
+    # The endpoint skips Django's `SELECT 1` before its INSERT; a server that dropped the kept connection
+    # (a restart, an idle timeout) must cost a new connection, not the delivery.
+    assert post_signed(client, onboarded, "order:update", "2024000001").status_code == 200
+    backend = connection.connection.info.backend_pid
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+
+    response = post_signed(client, onboarded, "order:update", "2024000002")
+
+    assert response.status_code == 200
+    assert connection.connection.info.backend_pid != backend
+    stored = {delivery.event_instance: delivery.status for delivery in deliveries()}
+    assert stored == {"2024000001": "received", "2024000002": "received"}
+    assert WebhookDelivery.objects.get(pk=response.json()["delivery"]).event_instance == "2024000002"
+
+
+def test_the_stored_row_is_the_one_the_orm_would_write(client: Client, onboarded: Installation) -> None:
+    response = post_signed(client, onboarded, "order:update", "2024000003")
+
+    delivery = WebhookDelivery.objects.get(pk=response.json()["delivery"])
+    # Defaults of fields the endpoint never sets are the model's own, as after save().
+    assert (delivery.source, delivery.attempts, delivery.replay_requested, delivery.body_truncated) == (
+        "webhook",
+        0,
+        False,
+        False,
+    )
+    assert (delivery.processed_at, delivery.duplicate_of_id, delivery.payload_purged_at) == (None, None, None)
+    assert delivery.received_at is not None
+    assert delivery.received_at <= timezone.now()

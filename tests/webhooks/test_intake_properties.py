@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from installations.models import Installation
 from tests.webhooks.conftest import ENDPOINT, PRAGUE, shoptet_time
-from webhooks import services, signature
+from webhooks import intake, signature
 from webhooks.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -150,8 +150,8 @@ def assert_bounded(delivery: WebhookDelivery, sent: bytes) -> None:
     prefix = django_settings.WEBHOOK_REJECTED_BODY_PREFIX
     kept = bytes(delivery.body)
     assert sent.startswith(kept)
-    assert len(delivery.headers) <= len(services.KEPT_HEADERS)
-    assert all(len(value) <= services.MAX_HEADER_LENGTH for value in delivery.headers.values())
+    assert len(delivery.headers) <= len(intake.KEPT_HEADERS)
+    assert all(len(value) <= intake.MAX_HEADER_LENGTH for value in delivery.headers.values())
     if delivery.status == WebhookDelivery.Status.RECEIVED:
         assert len(kept) <= django_settings.WEBHOOK_MAX_BODY_BYTES
     else:
