@@ -14,15 +14,16 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
+from operator import attrgetter
 from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import connection, models
 from django.utils import timezone
 
 from config.database import DATABASE_OUTAGE_ERRORS
@@ -352,6 +353,18 @@ def idempotency_key(notification: Notification) -> str:
 # ---------------------------------------------------------------------------
 
 _STORED_FIELDS = [field for field in WebhookDelivery._meta.concrete_fields if not field.primary_key]
+# Fields whose value the driver needs adapted (JSON, inet, bytea) or that fill themselves in on save; every
+# other field's attribute is already the value save() would send, and reading it is a tenth of the cost.
+_ADAPTED_FIELDS = (models.JSONField, models.GenericIPAddressField, models.BinaryField)
+
+
+def _column_reader(field: models.Field[Any, Any]) -> Callable[[WebhookDelivery], Any]:
+    if isinstance(field, _ADAPTED_FIELDS) or getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return lambda delivery: field.get_db_prep_save(field.pre_save(delivery, add=True), connection)
+    return attrgetter(field.attname)
+
+
+_COLUMN_READERS = [_column_reader(field) for field in _STORED_FIELDS]
 
 
 @cache
@@ -373,7 +386,7 @@ def store(delivery: WebhookDelivery) -> None:
     if connection.vendor != "postgresql":
         delivery.save(force_insert=True)  # embedded mode (SQLite): no prepared statements, no kept connection
         return
-    values = [field.get_db_prep_save(field.pre_save(delivery, add=True), connection) for field in _STORED_FIELDS]
+    values = [read(delivery) for read in _COLUMN_READERS]
     for attempt in (1, 2):
         if attempt == 1 and not connection.in_atomic_block:
             # Django would send `SELECT 1` first on a kept connection; the INSERT finds a broken one as well.
