@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -300,6 +302,8 @@ def test_api_authentication_errors(fake: FakeShoptet, token: str) -> None:
 
 
 def test_envelope_request_id_and_bucket_header(fake: FakeShoptet, token: str) -> None:
+    unenforced = api(fake, token, "GET", "/api/eshop")
+    fake.enforce_bucket = True
     response = api(fake, token, "GET", "/api/eshop", headers={"Content-Type": "application/vnd.shoptet.v1.0"})
     wrong_type = api(fake, token, "GET", "/api/eshop", headers={"Content-Type": "text/plain"})
 
@@ -307,8 +311,32 @@ def test_envelope_request_id_and_bucket_header(fake: FakeShoptet, token: str) ->
     assert response.status_code == 200
     assert body["errors"] is None
     assert response.headers["X-Request-ID"] == body["metadata"]["requestId"]
+    assert unenforced.headers["X-RateLimit-Bucket-Filling"] == "0/200"
     assert response.headers["X-RateLimit-Bucket-Filling"] == "1/200"
     assert wrong_type.status_code == 415
+
+
+def test_a_full_bucket_refuses_until_drops_leak_away(fake: FakeShoptet, token: str) -> None:
+    fake.enforce_bucket, fake.bucket_capacity, fake.bucket_leak_per_second = True, 5, 0.01
+
+    fillings = [api(fake, token, "GET", "/api/eshop").headers["X-RateLimit-Bucket-Filling"] for _ in range(5)]
+    refused = api(fake, token, "GET", "/api/eshop")
+
+    assert fillings == ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    assert (refused.status_code, error_code(refused)) == (429, "too-many-requests")
+    assert refused.headers["X-RateLimit-Bucket-Filling"] == "5/5"
+    assert parsedate_to_datetime(refused.headers["Retry-After"]) > datetime.now(UTC)
+    assert fake.stats(ESHOP)["bucket_refused"] == 1
+
+
+def test_a_large_answer_costs_more_drops(fake: FakeShoptet, token: str) -> None:
+    fake.enforce_bucket, fake.bucket_leak_per_second = True, 0.01
+    fake.bucket_bytes_per_drop = 100
+
+    response = api(fake, token, "GET", "/api/eshop")
+
+    used = int(response.headers["X-RateLimit-Bucket-Filling"].split("/")[0])
+    assert used == 1 + len(response.content) // 100
 
 
 def test_eshop_info(fake: FakeShoptet, token: str) -> None:

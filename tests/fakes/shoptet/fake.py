@@ -72,7 +72,9 @@ class FakeShoptet:
     never_finish_jobs = False
     suppress_job_webhook = False
     changes_retention_days = 30
-    enforce_bucket = False  # when True, a full leaky bucket answers 429 with an HTTP-date Retry-After
+    # When True, calls fill a leaky bucket, the header reports it, and a full one answers 429 with an HTTP-date
+    # Retry-After; when False the header always reads empty.
+    enforce_bucket = False
     bucket_capacity = 200
     bucket_leak_per_second = 10.0
     bucket_bytes_per_drop = 20_000  # "more data = more drops": a large answer costs more than one drop

@@ -241,20 +241,26 @@ class Router:
         with self.state.lock:
             self._leak(eshop)
             capacity = fake.bucket_capacity
-            if fake.enforce_bucket and eshop.bucket_level >= capacity:
+            if fake.enforce_bucket and eshop.bucket_level + 1 > capacity:  # no room left for one more drop
                 eshop.stats.bucket_refused += 1
-                wait = (eshop.bucket_level + 1 - capacity) / fake.bucket_leak_per_second
+                wait = (eshop.bucket_level + 1 - capacity) / max(fake.bucket_leak_per_second, 0.001)
                 filling = f"{capacity}/{capacity}"
-                retry_after = format_http_date(time.time() + max(wait, 1))
+                # An HTTP date counts whole seconds: the first one at which the bucket has room again.
+                retry_after = format_http_date(math.ceil(time.time() + max(wait, 1)))
                 headers = {"Retry_After": retry_after, "X_RateLimit_Bucket_Filling": filling}
                 raise ApiError(429, "too-many-requests", "Rate limit exceeded.", "unknown", **headers)
             return self._filling(eshop)
 
     def _pour(self, eshop: FakeEshop, answer_bytes: int) -> str:
-        """Add the request's cost, measured after it ran: one drop, and one more per `bucket_bytes_per_drop`."""
+        """Add the request's cost, measured after it ran: one drop, and one more per `bucket_bytes_per_drop`.
+
+        Without `enforce_bucket` nothing is added and the header always reads empty: a bucket that never
+        refuses must not make the client slow down either.
+        """
         with self.state.lock:
             self._leak(eshop)
-            eshop.bucket_level += 1 + answer_bytes // self.fake.bucket_bytes_per_drop
+            if self.fake.enforce_bucket:
+                eshop.bucket_level += 1 + answer_bytes // self.fake.bucket_bytes_per_drop
             eshop.stats.max_bucket_level = max(eshop.stats.max_bucket_level, eshop.bucket_level)
             return self._filling(eshop)
 
