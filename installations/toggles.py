@@ -39,7 +39,11 @@ def day_start(day: date) -> datetime:
 
 def admits(installation: Installation, created: datetime | None) -> bool:
     """Whether a document created at `created` is one the e-shop imports (an unknown creation time is)."""
-    since = import_since(installation)
+    return admitted_since(import_since(installation), created)
+
+
+def admitted_since(since: date | None, created: datetime | None) -> bool:
+    """`admits` with the import-from date read already (once per run of many documents)."""
     return since is None or created is None or created >= day_start(since)
 
 

@@ -12,15 +12,17 @@ with backoff (`SyncCursor.retry_at`), which the relay starts; the next run that 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import IO, Any
 
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
 from django.db.models import F, Q, QuerySet
@@ -66,6 +68,10 @@ CHANGES_BATCH = 200
 # Claimed per round, fetched up to the e-shop's request slots in parallel; a run covers REFRESH_LIMIT.
 REFRESH_BATCH = 30
 REFRESH_LIMIT = 600
+# A run stops claiming after this long and hands on (see refresh_pending). Its running mark is renewed each
+# round and lapses with the claims of a run whose worker died, so the relay's new run finds it gone.
+REFRESH_RUN_SECONDS = 2.0
+REFRESH_RUNNING_SECONDS = 20
 # A claim older than this is a killed run's: the relay (every 10 s) hands its requests to a new run. A round
 # of REFRESH_BATCH fetches is far shorter, and each round claims afresh; should a round outlast it, a second
 # run fetches the same documents again, which the newer-changeTime rule makes harmless.
@@ -645,6 +651,7 @@ def _apply_batch(
     counts: ImportCounts,
 ) -> None:
     """Fetch what we do not have yet: most changes already arrived by webhook and are skipped."""
+    since = toggles.import_since(installation)
     codes = [change.get("code") for change in batch if isinstance(change.get("code"), str) and change.get("code")]
     stored = {
         code: (change_time, deleted_at)
@@ -665,7 +672,10 @@ def _apply_batch(
         elif known is not None and known[1] is None and _covers(known[0], changed):
             counts.skipped += 1
             continue
-        _count(counts, refresh_document(client=client, installation=installation, resource=resource, code=code))
+        _count(
+            counts,
+            refresh_document(client=client, installation=installation, resource=resource, code=code, since=since),
+        )
 
 
 def _covers(stored: datetime | None, changed: datetime | None) -> bool:
@@ -679,15 +689,19 @@ def _covers(stored: datetime | None, changed: datetime | None) -> bool:
 IMPORTED, SKIPPED, DELETED, ABSENT, FAILED = "imported", "skipped", "deleted", "absent", "failed"
 
 
-def refresh_document(*, client: ShoptetClient, installation: Installation, resource: Resource, code: str) -> str:
-    """Fetch one document and store it; a 404 confirms a deletion. Returns what happened."""
+def refresh_document(
+    *, client: ShoptetClient, installation: Installation, resource: Resource, code: str, since: date | None
+) -> str:
+    """Fetch one document and store it; a 404 confirms a deletion. Returns what happened.
+
+    `since` is the e-shop's import-from date (toggles.import_since), read once by the caller."""
     try:
         document = resource.fetch(client, code)
     except NotFound:
         return DELETED if mark_deleted(installation=installation, resource=resource, code=code) else ABSENT
     if not document:
         raise TransportError(f"GET /api/{resource.name}/{{code}} answered without the document")
-    if not toggles.admits(installation, moment(document.get("creationTime"))):
+    if not toggles.admitted_since(since, moment(document.get("creationTime"))):
         return SKIPPED  # created before the import-from date: known only now, and not brought in
     return IMPORTED if upsert_document(installation=installation, resource=resource, document=document) else SKIPPED
 
@@ -765,26 +779,62 @@ class RefreshOutcome:
 
 
 def refresh_pending(
-    *, installation: Installation, resource: Resource, limit: int = REFRESH_LIMIT, claim: str | None = None
+    *,
+    installation: Installation,
+    resource: Resource,
+    limit: int = REFRESH_LIMIT,
+    claim: str | None = None,
+    budget: float = REFRESH_RUN_SECONDS,
 ) -> RefreshOutcome:
     """Fetch the documents webhooks named, each once; `more` says some were left for another run.
 
+    One run per e-shop and resource at a time (the e-shop's request slots are all it may use anyway): a
+    run that finds another at work leaves the requests to it, and the one at work looks for more once it
+    has let go. A run stops claiming after `limit` documents or `budget` seconds, so a burst's run hands
+    the worker on to the other e-shops' tasks queued meanwhile and comes back at the end of the queue.
     `claim` names the run (its task's id): a run the database interrupted could not release what it had
     claimed, and takes those requests again when it runs once more, instead of waiting for the claim's TTL.
     """
     outcome = RefreshOutcome()
     if not installation.is_active:
         return outcome
+    claim = claim or uuid.uuid4().hex
+    running = refresh_running_key(installation.pk, resource.name)
+    if not cache.add(running, claim, timeout=REFRESH_RUNNING_SECONDS):
+        return outcome
+    try:
+        _refresh_rounds(installation, resource, claim, limit, time.monotonic() + budget, running, outcome)
+    finally:
+        if cache.get(running) == claim:
+            cache.delete(running)
+    outcome.more = RefreshRequest.objects.filter(installation=installation, resource=resource.name).exists()
+    return outcome
+
+
+def refresh_running_key(installation_id: int, resource: str) -> str:
+    return f"sync:installation:{installation_id}:{resource}:refresh-running"
+
+
+def _refresh_rounds(
+    installation: Installation,
+    resource: Resource,
+    claim: str,
+    limit: int,
+    deadline: float,
+    running: str,
+    outcome: RefreshOutcome,
+) -> None:
     client = ShoptetClient(installation)
+    since = toggles.import_since(installation)
     processed = 0
-    while processed < limit:
-        claim = claim or uuid.uuid4().hex
+    while processed < limit and time.monotonic() < deadline:
+        cache.touch(running, REFRESH_RUNNING_SECONDS)
         requests = _claim_refreshes(installation, resource, claim, min(REFRESH_BATCH, limit - processed))
         if not requests:
-            return outcome
+            return
         done: list[tuple[str, int]] = []
         try:
-            _fetch_claimed(client, installation, resource, requests, done)
+            _fetch_claimed(client, installation, resource, since, requests, done)
         finally:
             fetched = {request_pk for _, request_pk in done}
             RefreshRequest.objects.filter(pk__in=fetched, claim=claim).delete()
@@ -795,14 +845,13 @@ def refresh_pending(
         for result, _ in done:
             outcome.counts[result] = outcome.counts.get(result, 0) + 1
         processed += len(done)
-    outcome.more = RefreshRequest.objects.filter(installation=installation, resource=resource.name).exists()
-    return outcome
 
 
 def _fetch_claimed(
     client: ShoptetClient,
     installation: Installation,
     resource: Resource,
+    since: date | None,
     requests: list[RefreshRequest],
     done: list[tuple[str, int]],
 ) -> None:
@@ -815,13 +864,15 @@ def _fetch_claimed(
     """
     lanes = min(settings.SHOPTET_TOKEN_CONCURRENCY, len(requests))
     if lanes <= 1 or transaction.get_connection().in_atomic_block:
-        _fetch_lane(client, installation, resource, requests, done)
+        _fetch_lane(client, installation, resource, since, requests, done)
         return
     results: list[list[tuple[str, int]]] = [[] for _ in range(lanes)]
 
     def lane(index: int) -> None:
         try:
-            _fetch_lane(ShoptetClient(installation), installation, resource, requests[index::lanes], results[index])
+            _fetch_lane(
+                ShoptetClient(installation), installation, resource, since, requests[index::lanes], results[index]
+            )
         finally:
             db_connection.close()
 
@@ -839,12 +890,15 @@ def _fetch_lane(
     client: ShoptetClient,
     installation: Installation,
     resource: Resource,
+    since: date | None,
     requests: list[RefreshRequest],
     done: list[tuple[str, int]],
 ) -> None:
     for request in requests:
         try:
-            result = refresh_document(client=client, installation=installation, resource=resource, code=request.code)
+            result = refresh_document(
+                client=client, installation=installation, resource=resource, code=request.code, since=since
+            )
         except TRANSIENT_ERRORS:
             raise
         except ShoptetError as error:
@@ -926,8 +980,14 @@ def claim_due_work(*, now: datetime | None = None) -> Relay:
     stale_refreshes = RefreshRequest.objects.filter(installation__status=Installation.Status.ACTIVE).filter(
         Q(claimed_at__isnull=True, requested_at__lt=now - REFRESH_STALE) | Q(claimed_at__lt=now - REFRESH_CLAIM_TTL)
     )
-    relay.refreshes = sorted(set(stale_refreshes.values_list("installation_id", "resource")))
-    stale_refreshes.update(requested_at=now, claim="", claimed_at=None)
+    pairs = sorted(set(stale_refreshes.values_list("installation_id", "resource")))
+    # A live run works through its e-shop's requests oldest first; they only wait their turn.
+    running = cache.get_many([refresh_running_key(*pair) for pair in pairs])
+    relay.refreshes = [pair for pair in pairs if refresh_running_key(*pair) not in running]
+    for installation_id, resource in relay.refreshes:
+        stale_refreshes.filter(installation_id=installation_id, resource=resource).update(
+            requested_at=now, claim="", claimed_at=None
+        )
     return relay
 
 

@@ -12,7 +12,9 @@ from functools import partial
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
+from django.core.cache import cache
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
 from config import sweeps
 from config.celery import rerun_after_database_outage
@@ -21,11 +23,13 @@ from shoptet_api.errors import TRANSIENT_ERRORS
 from sync import services
 from sync.documents import resource_named
 from sync.models import SyncJob
-from webhooks.handlers import once_per_batch
 
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 6
+# A queued refresh run outlives this in the queue only when its message was lost (a flushed broker); the
+# sync relay sends one for the requests it left, and the next batch may queue one again.
+REFRESH_QUEUED_SECONDS = 120
 
 
 def backoff_seconds(retries: int) -> float:
@@ -47,11 +51,33 @@ def enqueue(job: SyncJob) -> None:
 
 
 def enqueue_refresh(installation: Installation, resource: str) -> None:
-    """One refresh run per e-shop and resource for a whole batch of webhooks (each event's codes are queued)."""
-    once_per_batch(
-        ("refresh", installation.pk, resource),
-        partial(transaction.on_commit, partial(refresh_documents.delay, installation.pk, resource)),
-    )
+    """Make sure a refresh run will fetch what is queued for the e-shop, once the transaction commits."""
+    transaction.on_commit(partial(_schedule_or_leave_to_relay, installation.pk, resource))
+
+
+def _schedule_or_leave_to_relay(installation_id: int, resource: str) -> None:
+    try:
+        schedule_refresh(installation_id, resource)
+    except OperationalError:
+        # The requests are stored: the sync relay sends a run for them once the broker is back.
+        logger.warning("refresh run not sent installation=%s resource=%s", installation_id, resource)
+
+
+def schedule_refresh(installation_id: int, resource: str) -> None:
+    """Send a refresh run unless one is waiting in the queue already: a burst of batches then leaves one
+    message per e-shop and resource in the queue, not one per batch ahead of every other e-shop."""
+    queued = _refresh_queued_key(installation_id, resource)
+    if not cache.add(queued, "1", timeout=REFRESH_QUEUED_SECONDS):
+        return
+    try:
+        refresh_documents.delay(installation_id, resource)
+    except OperationalError:
+        cache.delete(queued)
+        raise
+
+
+def _refresh_queued_key(installation_id: int, resource: str) -> str:
+    return f"sync:installation:{installation_id}:{resource}:refresh-queued"
 
 
 def _retry_or_fail(task: Task, job_id: int, error: Exception) -> None:
@@ -100,6 +126,8 @@ def sync_changes(self: Task, job_id: int) -> None:
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def refresh_documents(self: Task, installation_id: int, resource: str) -> None:
+    # Out of the queue: requests queued from now on need a run of their own (or this one's `more`).
+    cache.delete(_refresh_queued_key(installation_id, resource))
     installation = Installation.objects.get(pk=installation_id)
     try:
         outcome = services.refresh_pending(
@@ -108,7 +136,7 @@ def refresh_documents(self: Task, installation_id: int, resource: str) -> None:
     except TRANSIENT_ERRORS as error:
         raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
     if outcome.more:
-        refresh_documents.delay(installation_id, resource)
+        schedule_refresh(installation_id, resource)
 
 
 def _claim_of(task: Task) -> str | None:

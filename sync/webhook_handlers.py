@@ -6,19 +6,28 @@ a snapshot, must not hold up the webhook queue.
 
 from __future__ import annotations
 
+from functools import partial
+
 from installations import toggles
+from installations.models import Installation
 from sync import services, tasks
 from sync.documents import INVOICES, ORDERS, Resource
 from sync.models import SyncJob
-from webhooks.handlers import WebhookEvent, handles
+from webhooks.handlers import WebhookEvent, gather, handles
 
 
 def _queue_refresh(event: WebhookEvent, resource: Resource) -> None:
-    if not toggles.resource_enabled(event.installation, resource.name):
+    # A batch of events queues its codes in one statement, at its end (webhooks.handlers.gather).
+    installation = event.installation
+    gather(("refresh", installation.pk, resource.name), event.codes, partial(_refresh, installation, resource))
+
+
+def _refresh(installation: Installation, resource: Resource, codes: list[str]) -> None:
+    if not toggles.resource_enabled(installation, resource.name):
         return  # switched off in the settings; the catch-up on switching it on reads what changed meanwhile
     # A delete is confirmed the same way: the fetch answers 404 and the document is marked deleted.
-    if services.queue_refresh(installation=event.installation, resource=resource, codes=event.codes):
-        tasks.enqueue_refresh(event.installation, resource.name)
+    if services.queue_refresh(installation=installation, resource=resource, codes=codes):
+        tasks.enqueue_refresh(installation, resource.name)
 
 
 @handles("order:*")

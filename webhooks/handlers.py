@@ -12,11 +12,12 @@ of the event again).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from installations.models import Installation
 from webhooks.events import KNOWN_EVENTS
@@ -128,9 +129,11 @@ def handles_first(*events: str) -> Callable[[Handler], Handler]:
 
 @dataclass
 class BatchScope:
-    """Work handlers asked to run once at the end of a batch, by key (the first callback for a key wins)."""
+    """Work handlers asked to run once at the end of a batch, by key (the first callback for a key wins),
+    and the values they gathered for it."""
 
     callbacks: dict[Hashable, Callable[[], None]] = field(default_factory=dict)
+    gathered: dict[Hashable, list[Any]] = field(default_factory=dict)
 
     def run(self) -> None:
         callbacks, self.callbacks = self.callbacks, {}
@@ -152,6 +155,13 @@ def batch_scope() -> Iterator[BatchScope]:
         _batch.reset(token)
 
 
+def flush_batch_scope() -> None:
+    """Run what the batch being processed collected so far, now (before its deliveries are marked done)."""
+    scope = _batch.get()
+    if scope is not None:
+        scope.run()
+
+
 def once_per_batch(key: Hashable, callback: Callable[[], None]) -> None:
     """Run `callback` now, or once at the end of the batch being processed (a burst of events for one
     e-shop then enqueues one refresh per resource instead of one per event)."""
@@ -160,3 +170,15 @@ def once_per_batch(key: Hashable, callback: Callable[[], None]) -> None:
         callback()
     else:
         scope.callbacks.setdefault(key, callback)
+
+
+def gather(key: Hashable, values: Iterable[Any], flush: Callable[[list[Any]], None]) -> None:
+    """Hand `values` to `flush` now, or add them to what the batch being processed hands `flush` once, at
+    its end (a burst of order events then queues every code in one statement)."""
+    scope = _batch.get()
+    if scope is None:
+        flush(list(values))
+        return
+    gathered = scope.gathered.setdefault(key, [])
+    gathered.extend(values)
+    scope.callbacks.setdefault(key, lambda: flush(scope.gathered.pop(key, [])))

@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import BooleanField, ExpressionWrapper, F, Min, Q, QuerySet
+from django.db.models import BigIntegerField, BooleanField, Case, ExpressionWrapper, F, Min, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from config.database import DATABASE_OUTAGE_ERRORS
@@ -40,7 +40,7 @@ from shoptet_api.errors import (
     Unprocessable,
 )
 from webhooks.events import KNOWN_EVENTS, MASS_EVENTS, SYSTEM_EVENTS
-from webhooks.handlers import WebhookEvent, batch_scope, registry
+from webhooks.handlers import WebhookEvent, batch_scope, flush_batch_scope, registry
 from webhooks.intake import Malformed, Notification, idempotency_key, notification_of, parse_created
 from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
 
@@ -90,6 +90,10 @@ LIFE_CYCLE: dict[str, set[str]] = {
 }
 # Deliveries whose event this platform has already got (by idempotency key) need no recovery.
 HELD_STATUSES = (Status.RECEIVED, Status.PROCESSED, Status.FAILED, Status.IGNORED)
+
+
+# Decrypted only if a handler calls Shoptet: most deliveries are duplicates or need no API call.
+_SECRETS = ("oauth_token", "webhook_signature_key", "previous_webhook_signature_key")
 
 
 def webhook_url() -> str:
@@ -273,12 +277,109 @@ def process_batch(*, batch: Batch) -> Outcome:
     """
     outcome = Outcome()
     with Heartbeat(batch) as heartbeat, batch_scope() as deferred:
-        for leader in _entity_leaders(batch.delivery_ids):
-            _merge(outcome, process_delivery(delivery_id=leader, held_locks=heartbeat.locks))
+        if batch.priority:
+            _process_one_by_one(batch.delivery_ids, heartbeat.locks, outcome)
+        else:
+            _process_bulk(batch, heartbeat.locks, outcome)
         deferred.run()
     if not batch.priority:
         cache.delete(_in_flight_key(batch.installation_id))
     return outcome
+
+
+def _process_one_by_one(delivery_ids: list[int], held_locks: dict[str, str], outcome: Outcome) -> None:
+    """Life-cycle events and unsigned deliveries: each entity on its own, in the order received."""
+    for leader in _entity_leaders(delivery_ids):
+        _merge(outcome, process_delivery(delivery_id=leader, held_locks=held_locks))
+
+
+def _process_bulk(batch: Batch, held_locks: dict[str, str], outcome: Outcome) -> None:
+    """Order, invoice and other entity events: each entity's handlers once, the bookkeeping set-based.
+
+    One query reads the batch and one finds what was processed before (duplicates); the handlers note
+    their work in the batch scope (one refresh request per code, in one statement), which runs before one
+    UPDATE marks the deliveries processed. A worker killed in between leaves them received, and the next
+    run calls the handlers again, which they allow.
+    """
+    installation = Installation.objects.defer(*_SECRETS).filter(pk=batch.installation_id).first()
+    if installation is None:
+        return
+    rows = list(
+        WebhookDelivery.objects.filter(pk__in=batch.delivery_ids, status=Status.RECEIVED)
+        .order_by("pk")
+        .values_list(
+            "pk", "event", "event_instance", "signature_valid", "idempotency_key", "event_created", "replay_requested"
+        )
+    )
+    singles = [pk for pk, event, _, signed, *_ in rows if signed is False or event in PRIORITY_EVENTS]
+    if singles:
+        _process_one_by_one(singles, held_locks, outcome)
+    if installation.status == Installation.Status.SUSPENDED:
+        return  # held: the relay skips them until addon:approve resumes the e-shop
+    entities: dict[tuple[str, str], list[Row]] = {}
+    for pk, event, instance, signed, key, created, replay in rows:
+        if signed is not False and event not in PRIORITY_EVENTS:
+            entities.setdefault((event, instance), []).append((pk, key, created, replay))
+    locks = _lock_entities(installation, list(entities), held_locks)
+    try:
+        _process_entities(installation, {entity: entities[entity] for entity in locks}, outcome)
+    finally:
+        _unlock_entities(locks, held_locks)
+
+
+def _lock_entities(
+    installation: Installation, entities: list[tuple[str, str]], held_locks: dict[str, str]
+) -> dict[tuple[str, str], str]:
+    """Take each entity's processing lock; entities another run holds are due again after BUSY_DELAY."""
+    owner = f"{random.getrandbits(64):016x}"
+    locks: dict[tuple[str, str], str] = {}
+    busy: list[tuple[str, str]] = []
+    for event, instance in entities:
+        lock = _entity_lock(installation, event, instance, signature_valid=True)
+        if cache.add(lock, owner, timeout=ENTITY_LOCK_SECONDS):
+            locks[(event, instance)] = lock
+            held_locks[lock] = owner
+        else:
+            busy.append((event, instance))
+    for event, instance in busy:
+        WebhookDelivery.objects.filter(installation=installation, event=event, status=Status.RECEIVED).with_instance(
+            instance
+        ).exclude(signature_valid=False).update(next_attempt_at=timezone.now() + BUSY_DELAY)
+    return locks
+
+
+def _unlock_entities(locks: dict[tuple[str, str], str], held_locks: dict[str, str]) -> None:
+    owners = {lock: held_locks.pop(lock, None) for lock in locks.values()}
+    current = cache.get_many(list(owners))
+    cache.delete_many([lock for lock, owner in owners.items() if owner is not None and current.get(lock) == owner])
+
+
+def _process_entities(installation: Installation, entities: dict[tuple[str, str], list[Row]], outcome: Outcome) -> None:
+    fresh, duplicates = _split_duplicates(installation, [row for rows in entities.values() for row in rows])
+    _mark_duplicates(duplicates, outcome)
+    if not fresh:
+        return
+    if not installation.is_active:
+        fresh_ids = [pk for pk, _, _, _ in fresh]
+        _mark(fresh_ids, Status.IGNORED, f"The e-shop is {installation.status}: stored, not processed.")
+        outcome.ignored.extend(fresh_ids)
+        return
+    fresh_pks = {pk for pk, _, _, _ in fresh}
+    done: list[Row] = []
+    for (event, instance), rows in entities.items():
+        entity_fresh = [row for row in rows if row[0] in fresh_pks]
+        if entity_fresh and _run_handlers(installation, event, instance, True, entity_fresh, outcome):
+            done.extend(entity_fresh)
+    flush_batch_scope()
+    if done:
+        _mark_processed(done, outcome)
+    logger.info(
+        "webhook batch processed eshop_id=%s deliveries=%s entities=%s duplicates=%s",
+        installation.eshop_id,
+        len(done),
+        len(entities),
+        len(outcome.duplicates),
+    )
 
 
 def _entity_leaders(delivery_ids: list[int]) -> list[int]:
@@ -340,13 +441,7 @@ def process_delivery(*, delivery_id: int, held_locks: dict[str, str] | None = No
     outcome = Outcome()
     delivery = (
         WebhookDelivery.objects.select_related("installation")
-        # Decrypted only if a handler calls Shoptet: most deliveries are duplicates or need no API call.
-        .defer(
-            "body",
-            "installation__oauth_token",
-            "installation__webhook_signature_key",
-            "installation__previous_webhook_signature_key",
-        )
+        .defer("body", *(f"installation__{name}" for name in _SECRETS))
         .filter(pk=delivery_id)
         .first()
     )
@@ -356,7 +451,7 @@ def process_delivery(*, delivery_id: int, held_locks: dict[str, str] | None = No
     system_event = delivery.event in SYSTEM_EVENTS
     if installation.status == Installation.Status.SUSPENDED and not system_event:
         return outcome  # held: the relay skips it until addon:approve resumes the e-shop
-    lock = f"webhooks:{installation.eshop_id}:entity:{_entity_digest(delivery)}"
+    lock = _entity_lock(installation, delivery.event, delivery.event_instance, delivery.signature_valid)
     owner = f"{random.getrandbits(64):016x}"
     if not cache.add(lock, owner, timeout=ENTITY_LOCK_SECONDS):
         WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.RECEIVED).update(
@@ -375,9 +470,10 @@ def process_delivery(*, delivery_id: int, held_locks: dict[str, str] | None = No
     return outcome
 
 
-def _entity_digest(delivery: WebhookDelivery) -> str:
-    trusted = "unverified" if delivery.signature_valid is False else "trusted"
-    return hashlib.sha1(f"{delivery.event}\n{delivery.event_instance}\n{trusted}".encode()).hexdigest()  # noqa: S324
+def _entity_lock(installation: Installation, event: str, instance: str, signature_valid: bool | None) -> str:
+    trusted = "unverified" if signature_valid is False else "trusted"
+    digest = hashlib.sha1(f"{event}\n{instance}\n{trusted}".encode()).hexdigest()  # noqa: S324
+    return f"webhooks:{installation.eshop_id}:entity:{digest}"
 
 
 def _process_entity(delivery: WebhookDelivery, installation: Installation, outcome: Outcome) -> None:
@@ -395,12 +491,7 @@ def _process_entity(delivery: WebhookDelivery, installation: Installation, outco
     if not rows:
         return
     fresh, duplicates = _split_duplicates(installation, rows)
-    now = timezone.now()
-    for duplicate_of, pks in duplicates.items():
-        WebhookDelivery.objects.filter(pk__in=pks, status=Status.RECEIVED).update(
-            status=Status.PROCESSED, duplicate_of_id=duplicate_of, processed_at=now, next_attempt_at=None, error=""
-        )
-        outcome.duplicates.extend(pks)
+    _mark_duplicates(duplicates, outcome)
     if not fresh:
         return
     fresh_ids = [pk for pk, _, _, _ in fresh]
@@ -408,30 +499,55 @@ def _process_entity(delivery: WebhookDelivery, installation: Installation, outco
         _mark(fresh_ids, Status.IGNORED, f"The e-shop is {installation.status}: stored, not processed.")
         outcome.ignored.extend(fresh_ids)
         return
+    if _run_handlers(installation, delivery.event, delivery.event_instance, delivery.signature_valid, fresh, outcome):
+        _mark_processed(fresh, outcome)
+        logger.info(
+            "webhook processed eshop_id=%s event=%s deliveries=%s duplicates=%s",
+            installation.eshop_id,
+            delivery.event,
+            len(fresh),
+            len(outcome.duplicates),
+        )
+
+
+def _run_handlers(
+    installation: Installation,
+    event_name: str,
+    instance: str,
+    signature_valid: bool | None,
+    fresh: list[Row],
+    outcome: Outcome,
+) -> bool:
+    """Run the event's handlers once for the entity's fresh deliveries; True when they are done with them.
+
+    Otherwise the deliveries were marked (rejected, ignored, failed), scheduled for a retry or left as
+    they are (postponed, held while suspended), and the outcome says which.
+    """
+    fresh_ids = [pk for pk, _, _, _ in fresh]
     try:
-        if delivery.signature_valid is False:
-            _confirm_by_probe(installation, delivery.event, fresh_ids)
+        if signature_valid is False:
+            _confirm_by_probe(installation, event_name, fresh_ids)
         event = WebhookEvent(
             installation=installation,
-            event=delivery.event,
-            instance=delivery.event_instance,
-            codes=expand_codes(delivery.event, delivery.event_instance),
+            event=event_name,
+            instance=instance,
+            codes=expand_codes(event_name, instance),
             created=max(created for _, _, created, _ in fresh if created is not None),
             delivery_ids=tuple(fresh_ids),
         )
-        for handler in registry.handlers_for(delivery.event):
+        for handler in registry.handlers_for(event_name):
             outcome.handler_calls += 1
             handler(event)
-            if delivery.event in LIFE_CYCLE and installation.status not in LIFE_CYCLE[delivery.event]:
+            if event_name in LIFE_CYCLE and installation.status not in LIFE_CYCLE[event_name]:
                 # The life-cycle handler (always first) did not apply it (stale, or not from this state):
                 # an addon's own reaction, say a catch-up after approve, must not run either.
                 break
     except _Postponed:
-        return
+        return False
     except Unconfirmed as error:
         _mark(fresh_ids, Status.REJECTED, str(error))
         outcome.rejected.extend(fresh_ids)
-        return
+        return False
     except InstallationInactive as error:
         installation.refresh_from_db(fields=["status"])
         if installation.status == Installation.Status.SUSPENDED:
@@ -440,20 +556,40 @@ def _process_entity(delivery: WebhookDelivery, installation: Installation, outco
         else:
             _mark(fresh_ids, Status.IGNORED, str(error))
             outcome.ignored.extend(fresh_ids)
-        return
+        return False
     except TRANSIENT_ERRORS as error:
         if _retry_later(fresh_ids, error):
             outcome.retrying.extend(fresh_ids)
         else:
             outcome.failed.extend(fresh_ids)
-        return
+        return False
     except DATABASE_OUTAGE_ERRORS:
         raise  # not the handler's fault: the task runs the whole group again once the database is back
     except Exception as error:
-        logger.exception("webhook handler failed eshop_id=%s event=%s", installation.eshop_id, delivery.event)
+        logger.exception("webhook handler failed eshop_id=%s event=%s", installation.eshop_id, event_name)
         _mark(fresh_ids, Status.FAILED, f"{type(error).__name__}: {error}", attempt=True)
         outcome.failed.extend(fresh_ids)
+        return False
+    return True
+
+
+def _mark_duplicates(duplicates: dict[int, list[int]], outcome: Outcome) -> None:
+    """Deliveries of events processed before, in one UPDATE: each points at the first delivery of its event."""
+    if not duplicates:
         return
+    pks = [pk for copies in duplicates.values() for pk in copies]
+    first = Case(
+        *(When(pk__in=copies, then=Value(duplicate_of)) for duplicate_of, copies in duplicates.items()),
+        output_field=BigIntegerField(),
+    )
+    WebhookDelivery.objects.filter(pk__in=pks, status=Status.RECEIVED).update(
+        status=Status.PROCESSED, duplicate_of_id=first, processed_at=timezone.now(), next_attempt_at=None, error=""
+    )
+    outcome.duplicates.extend(pks)
+
+
+def _mark_processed(fresh: list[Row], outcome: Outcome) -> None:
+    fresh_ids = [pk for pk, _, _, _ in fresh]
     WebhookDelivery.objects.filter(pk__in=fresh_ids, status=Status.RECEIVED).update(
         status=Status.PROCESSED,
         attempts=F("attempts") + 1,
@@ -463,16 +599,16 @@ def _process_entity(delivery: WebhookDelivery, installation: Installation, outco
         replay_requested=False,
     )
     # Copies of one event in the same burst were covered by this call; the log points them at the first.
-    for first, copies in _copies(fresh).items():
-        WebhookDelivery.objects.filter(pk__in=copies).update(duplicate_of_id=first)
+    copies = _copies(fresh)
+    if copies:
+        first = Case(
+            *(When(pk__in=pks, then=Value(first_pk)) for first_pk, pks in copies.items()),
+            output_field=BigIntegerField(),
+        )
+        WebhookDelivery.objects.filter(pk__in=[pk for pks in copies.values() for pk in pks]).update(
+            duplicate_of_id=first
+        )
     outcome.processed.extend(fresh_ids)
-    logger.info(
-        "webhook processed eshop_id=%s event=%s deliveries=%s duplicates=%s",
-        installation.eshop_id,
-        delivery.event,
-        len(fresh_ids),
-        len(outcome.duplicates),
-    )
 
 
 Row = tuple[int, str, datetime | None, bool]
