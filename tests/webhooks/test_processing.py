@@ -364,3 +364,50 @@ def test_a_handler_registered_in_one_line_runs(client: Client, onboarded: Instal
     process_all()
 
     assert seen == ["FA-1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_leaves_only_its_busy_entities_for_later(
+    client: Client, onboarded: Installation, other_onboarded: Installation, record
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow_for_a(event: WebhookEvent) -> None:
+        if event.instance == "A" and event.installation.pk == onboarded.pk and not started.is_set():
+            started.set()
+            assert release.wait(10)
+
+    recorder: Recorder = record("order:update", action=slow_for_a)
+    post_signed(client, onboarded, "order:update", "A")
+    (first,) = services.claim_installation_batches(installation_id=onboarded.pk)
+    worker = in_thread(services.process_batch, batch=first)
+    assert started.wait(10)
+    post_signed(client, onboarded, "order:update", "A", ago=timedelta(seconds=-1))
+    post_signed(client, onboarded, "order:update", "B")
+    post_signed(client, other_onboarded, "order:update", "A")
+    (second,) = services.claim_installation_batches(installation_id=onboarded.pk)
+    (other,) = services.claim_installation_batches(installation_id=other_onboarded.pk)
+
+    services.process_batch(batch=second)
+    services.process_batch(batch=other)
+
+    later = (
+        WebhookDelivery.objects.filter(installation=onboarded, event="order:update")
+        .with_instance("A")
+        .exclude(pk__in=first.delivery_ids)
+        .get()
+    )
+    assert later.status == "received"
+    assert later.next_attempt_at is not None
+    assert timezone.now() < later.next_attempt_at <= timezone.now() + services.BUSY_DELAY
+    assert WebhookDelivery.objects.filter(installation=onboarded).with_instance("B").get().status == "processed"
+    assert WebhookDelivery.objects.get(installation=other_onboarded).status == "processed"
+    release.set()
+    worker.join(10)
+    WebhookDelivery.objects.filter(pk=later.pk).update(next_attempt_at=timezone.now())
+    (third,) = services.claim_installation_batches(installation_id=onboarded.pk)
+    services.process_batch(batch=third)
+    assert not WebhookDelivery.objects.exclude(status="processed").exists()
+    assert sorted((event.installation.pk, event.instance) for event in recorder.calls) == sorted(
+        [(onboarded.pk, "A"), (onboarded.pk, "B"), (other_onboarded.pk, "A"), (onboarded.pk, "A")]
+    )
