@@ -37,13 +37,9 @@ def day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def admits(installation: Installation, created: datetime | None) -> bool:
-    """Whether a document created at `created` is one the e-shop imports (an unknown creation time is)."""
-    return admitted_since(import_since(installation), created)
-
-
-def admitted_since(since: date | None, created: datetime | None) -> bool:
-    """`admits` with the import-from date read already (once per run of many documents)."""
+def admits(since: date | None, created: datetime | None) -> bool:
+    """Whether a document created at `created` is one an e-shop importing from `since` (its
+    `import_since`, read once per run of many documents) brings in; an unknown creation time is."""
     return since is None or created is None or created >= day_start(since)
 
 

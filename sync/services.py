@@ -701,7 +701,7 @@ def refresh_document(
         return DELETED if mark_deleted(installation=installation, resource=resource, code=code) else ABSENT
     if not document:
         raise TransportError(f"GET /api/{resource.name}/{{code}} answered without the document")
-    if not toggles.admitted_since(since, moment(document.get("creationTime"))):
+    if not toggles.admits(since, moment(document.get("creationTime"))):
         return SKIPPED  # created before the import-from date: known only now, and not brought in
     return IMPORTED if upsert_document(installation=installation, resource=resource, document=document) else SKIPPED
 
@@ -983,11 +983,13 @@ def claim_due_work(*, now: datetime | None = None) -> Relay:
     pairs = sorted(set(stale_refreshes.values_list("installation_id", "resource")))
     # A live run works through its e-shop's requests oldest first; they only wait their turn.
     running = cache.get_many([refresh_running_key(*pair) for pair in pairs])
-    relay.refreshes = [pair for pair in pairs if refresh_running_key(*pair) not in running]
-    for installation_id, resource in relay.refreshes:
-        stale_refreshes.filter(installation_id=installation_id, resource=resource).update(
-            requested_at=now, claim="", claimed_at=None
-        )
+    relay.refreshes = []
+    for installation_id, resource in pairs:
+        if refresh_running_key(installation_id, resource) in running:
+            stale_refreshes = stale_refreshes.exclude(installation_id=installation_id, resource=resource)
+        else:
+            relay.refreshes.append((installation_id, resource))
+    stale_refreshes.update(requested_at=now, claim="", claimed_at=None)
     return relay
 
 

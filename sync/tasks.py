@@ -18,6 +18,7 @@ from kombu.exceptions import OperationalError
 
 from config import sweeps
 from config.celery import rerun_after_database_outage
+from config.throttling import CACHE_ERRORS
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS
 from sync import services
@@ -30,6 +31,8 @@ MAX_RETRIES = 6
 # A queued refresh run outlives this in the queue only when its message was lost (a flushed broker); the
 # sync relay sends one for the requests it left, and the next batch may queue one again.
 REFRESH_QUEUED_SECONDS = 120
+# What sending a refresh run meets when the broker or the cache is away: transient, the relay sends it later.
+NOT_SENT: tuple[type[Exception], ...] = (OperationalError, *CACHE_ERRORS)
 
 
 def backoff_seconds(retries: int) -> float:
@@ -58,9 +61,11 @@ def enqueue_refresh(installation: Installation, resource: str) -> None:
 def _schedule_or_leave_to_relay(installation_id: int, resource: str) -> None:
     try:
         schedule_refresh(installation_id, resource)
-    except OperationalError:
-        # The requests are stored: the sync relay sends a run for them once the broker is back.
-        logger.warning("refresh run not sent installation=%s resource=%s", installation_id, resource)
+    except NOT_SENT as error:
+        # The requests are stored: the sync relay sends a run for them once the broker and cache are back.
+        logger.warning(
+            "refresh run not sent installation=%s resource=%s error=%s", installation_id, resource, type(error).__name__
+        )
 
 
 def schedule_refresh(installation_id: int, resource: str) -> None:
@@ -136,7 +141,7 @@ def refresh_documents(self: Task, installation_id: int, resource: str) -> None:
     except TRANSIENT_ERRORS as error:
         raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
     if outcome.more:
-        schedule_refresh(installation_id, resource)
+        _schedule_or_leave_to_relay(installation_id, resource)
 
 
 def _claim_of(task: Task) -> str | None:

@@ -129,16 +129,15 @@ def handles_first(*events: str) -> Callable[[Handler], Handler]:
 
 @dataclass
 class BatchScope:
-    """Work handlers asked to run once at the end of a batch, by key (the first callback for a key wins),
-    and the values they gathered for it."""
+    """Values handlers gathered while a batch is processed, by key, and where each key's values go."""
 
-    callbacks: dict[Hashable, Callable[[], None]] = field(default_factory=dict)
     gathered: dict[Hashable, list[Any]] = field(default_factory=dict)
+    flushes: dict[Hashable, Callable[[list[Any]], None]] = field(default_factory=dict)
 
     def run(self) -> None:
-        callbacks, self.callbacks = self.callbacks, {}
-        for callback in callbacks.values():
-            callback()
+        gathered, self.gathered = self.gathered, {}
+        for key, values in gathered.items():
+            self.flushes[key](values)
 
 
 _batch: ContextVar[BatchScope | None] = ContextVar("webhook_batch", default=None)
@@ -146,7 +145,7 @@ _batch: ContextVar[BatchScope | None] = ContextVar("webhook_batch", default=None
 
 @contextmanager
 def batch_scope() -> Iterator[BatchScope]:
-    """While a batch of deliveries is processed: `once_per_batch` collects instead of running."""
+    """While a batch of deliveries is processed: `gather` collects instead of handing over at once."""
     scope = BatchScope()
     token = _batch.set(scope)
     try:
@@ -156,29 +155,18 @@ def batch_scope() -> Iterator[BatchScope]:
 
 
 def flush_batch_scope() -> None:
-    """Run what the batch being processed collected so far, now (before its deliveries are marked done)."""
+    """Hand over what the batch being processed gathered so far, now (before its deliveries are marked done)."""
     scope = _batch.get()
     if scope is not None:
         scope.run()
 
 
-def once_per_batch(key: Hashable, callback: Callable[[], None]) -> None:
-    """Run `callback` now, or once at the end of the batch being processed (a burst of events for one
-    e-shop then enqueues one refresh per resource instead of one per event)."""
-    scope = _batch.get()
-    if scope is None:
-        callback()
-    else:
-        scope.callbacks.setdefault(key, callback)
-
-
 def gather(key: Hashable, values: Iterable[Any], flush: Callable[[list[Any]], None]) -> None:
-    """Hand `values` to `flush` now, or add them to what the batch being processed hands `flush` once, at
-    its end (a burst of order events then queues every code in one statement)."""
+    """Hand `values` to `flush` now, or add them to what the batch being processed hands `flush` once, when
+    it is flushed (a burst of order events then queues every code in one statement)."""
     scope = _batch.get()
     if scope is None:
         flush(list(values))
         return
-    gathered = scope.gathered.setdefault(key, [])
-    gathered.extend(values)
-    scope.callbacks.setdefault(key, lambda: flush(scope.gathered.pop(key, [])))
+    scope.gathered.setdefault(key, []).extend(values)
+    scope.flushes.setdefault(key, flush)

@@ -270,10 +270,10 @@ class Heartbeat:
 def process_batch(*, batch: Batch) -> Outcome:
     """Process one e-shop's claimed deliveries: each entity once, however many deliveries name it.
 
-    The entities and their leaders are found in one GROUP BY over the batch; each leader's run covers every
-    received delivery of its entity (duplicates settled in SQL by idempotency key), so 1,000 copies of one
-    delivery are one handler call. Work a handler defers to the end of the batch (one refresh per resource)
-    runs once, after every entity.
+    Each entity's run covers every received delivery of it (duplicates settled in SQL by idempotency key),
+    so 1,000 copies of one delivery are one handler call. What the handlers gather (the codes to refresh)
+    is stored in one statement per resource before the deliveries are marked processed; what a handler
+    gathered for an entity that then failed is stored at the end.
     """
     outcome = Outcome()
     with Heartbeat(batch) as heartbeat, batch_scope() as deferred:
@@ -370,7 +370,6 @@ def _process_entities(installation: Installation, entities: dict[tuple[str, str]
         entity_fresh = [row for row in rows if row[0] in fresh_pks]
         if entity_fresh and _run_handlers(installation, event, instance, True, entity_fresh, outcome):
             done.extend(entity_fresh)
-    flush_batch_scope()
     if done:
         _mark_processed(done, outcome)
     logger.info(
@@ -578,17 +577,28 @@ def _mark_duplicates(duplicates: dict[int, list[int]], outcome: Outcome) -> None
     if not duplicates:
         return
     pks = [pk for copies in duplicates.values() for pk in copies]
-    first = Case(
-        *(When(pk__in=copies, then=Value(duplicate_of)) for duplicate_of, copies in duplicates.items()),
-        output_field=BigIntegerField(),
-    )
     WebhookDelivery.objects.filter(pk__in=pks, status=Status.RECEIVED).update(
-        status=Status.PROCESSED, duplicate_of_id=first, processed_at=timezone.now(), next_attempt_at=None, error=""
+        status=Status.PROCESSED,
+        duplicate_of_id=_pointing_at(duplicates),
+        processed_at=timezone.now(),
+        next_attempt_at=None,
+        error="",
     )
     outcome.duplicates.extend(pks)
 
 
+def _pointing_at(copies: dict[int, list[int]]) -> Case:
+    """The `duplicate_of` of each copy, for one UPDATE of them all: the first delivery of its event."""
+    return Case(
+        *(When(pk__in=pks, then=Value(first)) for first, pks in copies.items()),
+        output_field=BigIntegerField(),
+    )
+
+
 def _mark_processed(fresh: list[Row], outcome: Outcome) -> None:
+    # What the handlers gathered (refresh requests) is stored first: a worker killed in between leaves the
+    # deliveries received, and their handlers run again.
+    flush_batch_scope()
     fresh_ids = [pk for pk, _, _, _ in fresh]
     WebhookDelivery.objects.filter(pk__in=fresh_ids, status=Status.RECEIVED).update(
         status=Status.PROCESSED,
@@ -601,12 +611,8 @@ def _mark_processed(fresh: list[Row], outcome: Outcome) -> None:
     # Copies of one event in the same burst were covered by this call; the log points them at the first.
     copies = _copies(fresh)
     if copies:
-        first = Case(
-            *(When(pk__in=pks, then=Value(first_pk)) for first_pk, pks in copies.items()),
-            output_field=BigIntegerField(),
-        )
         WebhookDelivery.objects.filter(pk__in=[pk for pks in copies.values() for pk in pks]).update(
-            duplicate_of_id=first
+            duplicate_of_id=_pointing_at(copies)
         )
     outcome.processed.extend(fresh_ids)
 
