@@ -367,5 +367,5 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 def snapshot(name: str) -> dict[str, float]:
-    """The counter's current values by label set, for tests and the admin dashboard."""
+    """The counter's current values by label set: the rollups read the API call totals from it."""
     return _counter_values(name)

@@ -21,7 +21,7 @@ from installations.throttle import CACHE_ERRORS
 from notifications import services as notifications
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
-from shoptet_api.errors import OAuthError, TransportError
+from shoptet_api.errors import AddonNotInstalled, AddonSuspended, OAuthError, TransportError
 from webhooks import services as webhook_services
 
 logger = logging.getLogger(__name__)
@@ -316,6 +316,15 @@ def uninstall(*, installation: Installation, cause: str, event_created: datetime
 def terminate(*, installation: Installation, cause: str, event_created: datetime | None = None) -> bool:
     """Terminated by the merchant or Shoptet staff: treated like an uninstall (platform contract §9)."""
     return _change_status(installation, Installation.Status.TERMINATED, cause=cause, event_created=event_created)
+
+
+def mirror_addon_refusal(*, tenant: Installation, error: OAuthError, **_: object) -> None:
+    """getAccessToken answered that the addon is suspended or not installed: the tenant follows Shoptet's word."""
+    cause = f"getAccessToken answered {error.error}"
+    if isinstance(error, AddonSuspended):
+        suspend(installation=tenant, cause=cause)
+    elif isinstance(error, AddonNotInstalled):
+        uninstall(installation=tenant, cause=cause)
 
 
 _ENTERED_FROM: dict[str, set[str]] = {

@@ -15,7 +15,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -35,9 +35,7 @@ from shoptet_api.errors import (
     TransportError,
     Unauthorized,
 )
-
-if TYPE_CHECKING:
-    from installations.models import Installation
+from shoptet_api.tenant import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ class ShoptetClient:
 
     def __init__(
         self,
-        installation: Installation,
+        installation: Tenant,
         *,
         session: requests.Session | None = None,
         timeout: float | None = None,

@@ -17,16 +17,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
 from shoptet_api.errors import SlotTimeout
-
-if TYPE_CHECKING:
-    from installations.models import Installation
+from shoptet_api.tenant import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +34,7 @@ RENEW_SECONDS = 3.0
 WAIT_SECONDS = 120.0
 
 
-def _slot_key(installation: Installation, slot: int) -> str:
+def _slot_key(installation: Tenant, slot: int) -> str:
     return f"shoptet:{installation.eshop_id}:request-slot:{slot}"
 
 
@@ -91,7 +88,7 @@ os.register_at_fork(after_in_child=_keeper.reset)
 
 
 @contextmanager
-def request_slot(installation: Installation, *, wait: float = WAIT_SECONDS) -> Iterator[int]:
+def request_slot(installation: Tenant, *, wait: float = WAIT_SECONDS) -> Iterator[int]:
     """Hold one of the e-shop's request slots for the duration of the block."""
     lease = f"{random.getrandbits(64):016x}"
     slot = _acquire(installation, lease, wait)
@@ -105,7 +102,7 @@ def request_slot(installation: Installation, *, wait: float = WAIT_SECONDS) -> I
             cache.delete(key)
 
 
-def _acquire(installation: Installation, lease: str, wait: float) -> int:
+def _acquire(installation: Tenant, lease: str, wait: float) -> int:
     deadline = time.monotonic() + wait
     slots = list(range(settings.SHOPTET_TOKEN_CONCURRENCY))
     pause = 0.01

@@ -13,21 +13,18 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 
 from config import metrics
 from config.logs import bound_eshop
 from installations import encryption
 from shoptet_api.errors import AddonNotInstalled, AddonSuspended, MaximumTokensReached, OAuthError, TransportError
 from shoptet_api.ids import InvalidEshopId, parse_eshop_id
-
-if TYPE_CHECKING:
-    from installations.models import Installation
+from shoptet_api.tenant import Tenant, addon_refused
 
 logger = logging.getLogger(__name__)
 
@@ -151,15 +148,15 @@ def _grant_from(response: requests.Response) -> Grant:
 # ---------------------------------------------------------------------------
 
 
-def _token_key(installation: Installation) -> str:
+def _token_key(installation: Tenant) -> str:
     return f"shoptet:{installation.eshop_id}:api-token"
 
 
-def _lock_key(installation: Installation) -> str:
+def _lock_key(installation: Tenant) -> str:
     return f"shoptet:{installation.eshop_id}:api-token:mint-lock"
 
 
-def cached_token(installation: Installation) -> AccessToken | None:
+def cached_token(installation: Tenant) -> AccessToken | None:
     stored = cache.get(_token_key(installation))
     if not stored:
         return None
@@ -170,7 +167,7 @@ def cached_token(installation: Installation) -> AccessToken | None:
         return None
 
 
-def _store(installation: Installation, token: AccessToken) -> None:
+def _store(installation: Tenant, token: AccessToken) -> None:
     stored = encryption.encrypt(
         json.dumps({"value": token.value, "expires_at": token.expires_at, "lifetime": token.lifetime})
     )
@@ -179,13 +176,13 @@ def _store(installation: Installation, token: AccessToken) -> None:
     cache.set(_token_key(installation), stored, timeout=ttl)
 
 
-def get_access_token(installation: Installation) -> str:
+def get_access_token(installation: Tenant) -> str:
     """Return a valid API token for the e-shop, minting one only when no process has a fresh one."""
     with bound_eshop(installation.eshop_id):
         return _get_access_token(installation)
 
 
-def _get_access_token(installation: Installation) -> str:
+def _get_access_token(installation: Tenant) -> str:
     deadline = time.monotonic() + WAIT_FOR_MINT_SECONDS
     while True:
         token = cached_token(installation)
@@ -206,7 +203,7 @@ def _get_access_token(installation: Installation) -> str:
         time.sleep(0.05 + random.random() * 0.05)  # noqa: S311 - jitter
 
 
-def _mint_unless_fresh(installation: Installation) -> str:
+def _mint_unless_fresh(installation: Tenant) -> str:
     # Another process may have minted while we waited for the lock.
     token = cached_token(installation)
     if token and token.fresh:
@@ -219,7 +216,7 @@ def _mint_unless_fresh(installation: Installation) -> str:
     return token.value
 
 
-def _wait_at_cap(installation: Installation) -> str:
+def _wait_at_cap(installation: Tenant) -> str:
     """Shoptet has 5 valid tokens for this e-shop: use one that is still valid, or mint once one expires.
 
     Runs under the mint lock, so the other workers keep using the cached token meanwhile instead of
@@ -248,19 +245,19 @@ def _wait_at_cap(installation: Installation) -> str:
         return token.value
 
 
-def discard_access_token(installation: Installation, value: str) -> None:
+def discard_access_token(installation: Tenant, value: str) -> None:
     """Forget `value` if it is still the cached token (Shoptet said it expired); keep a newer one."""
     token = cached_token(installation)
     if token and token.value == value:
         cache.delete(_token_key(installation))
 
 
-def forget_access_tokens(installation: Installation) -> None:
+def forget_access_tokens(installation: Tenant) -> None:
     """Drop the cached token: the installation is gone or its OAuth token changed."""
     cache.delete(_token_key(installation))
 
 
-def mint_access_token(installation: Installation) -> AccessToken:
+def mint_access_token(installation: Tenant) -> AccessToken:
     """Ask the partner OAuth server for a new 30-minute API token (counts towards the 5-token cap)."""
     # Reference: https://developers.shoptet.com/ "Getting API access token" (partner OAuth server)
     started = time.time()
@@ -277,7 +274,9 @@ def mint_access_token(installation: Installation) -> AccessToken:
     body = _json_body(response)
     if response.status_code != 200 or body.get("error") or not body.get("access_token"):
         refusal = OAuthError.from_response(response)
-        _record_addon_state(installation, refusal)
+        if isinstance(refusal, (AddonNotInstalled, AddonSuspended)):
+            # Shoptet's word on the addon's state: the tenant app mirrors it before the caller sees the error.
+            addon_refused.send(sender=Tenant, tenant=installation, error=refusal)
         raise refusal
     expires_in = _expires_in(body.get("expires_in"))
     metrics.increment("shoptet_api_tokens_minted")
@@ -299,23 +298,3 @@ def _expires_in(value: object) -> float:
     except (TypeError, ValueError):
         seconds = 1800.0
     return seconds if seconds > 0 else 1800.0
-
-
-def _record_addon_state(installation: Installation, error: OAuthError) -> None:
-    """getAccessToken is Shoptet's word on the addon's state: mirror suspension and uninstall locally."""
-    from installations.models import Installation
-
-    target = {
-        AddonNotInstalled: Installation.Status.UNINSTALLED,
-        AddonSuspended: Installation.Status.SUSPENDED,
-    }.get(type(error))
-    if target is None:
-        return
-    with transaction.atomic():
-        locked = Installation.objects.select_for_update().get(pk=installation.pk)
-        if locked.status == Installation.Status.TERMINATED and target == Installation.Status.UNINSTALLED:
-            return
-        locked.transition_to(target, cause=f"getAccessToken answered {error.error}")
-    installation.refresh_from_db(fields=["status", "status_changed_at"])
-    if target == Installation.Status.UNINSTALLED:
-        forget_access_tokens(installation)
