@@ -1,4 +1,4 @@
-"""Admin pieces of the platform itself: the audit log, and REST API tokens that are never shown.
+"""Admin pieces every app shares (read-only mixin, badges, filters, the audit log) and REST API tokens never shown.
 
 Everything staff change through the admin is in Django's admin log (`LogEntry`): saves by Django itself,
 custom actions through `audit()`. Staff read it under Administration → Log entries. The site and its
@@ -32,7 +32,35 @@ def audit(request: HttpRequest, objects: Iterable[Model], message: str, *, actio
         LogEntry.objects.log_actions(user_id=user_id, queryset=rows, action_flag=action_flag, change_message=message)
 
 
-class LogEntryAdmin(admin.ModelAdmin[LogEntry]):
+class ReadOnlyMixin:
+    """Rows the platform writes: staff read them, never add one; `editable`/`deletable` open what an admin needs."""
+
+    editable = False
+    deletable = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.editable and super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.deletable and super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+def badge(colour: str, text: str) -> str:
+    """A status as a coloured pill, the same in every list."""
+    return format_html(
+        '<strong style="color:#fff;background:{};padding:2px 8px;border-radius:8px">{}</strong>', colour, text
+    )
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """A long error or id cut for a list column; the detail page shows all of it."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+class LogEntryAdmin(ReadOnlyMixin, admin.ModelAdmin[LogEntry]):
     """The audit log: every change made through the admin, custom actions and "view as e-shop" included."""
 
     list_display = ["action_time", "user", "action", "content_type", "target", "message"]
@@ -50,15 +78,6 @@ class LogEntryAdmin(admin.ModelAdmin[LogEntry]):
         "object_repr",
         "message",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # an audit log nobody can edit
 
     @admin.display(description="action", ordering="action_flag")
     def action(self, entry: LogEntry) -> str:

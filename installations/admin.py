@@ -32,7 +32,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from config.admin import EshopFilter, FixedChoicesFilter, audit
+from config.admin import EshopFilter, FixedChoicesFilter, ReadOnlyMixin, audit, badge
 from installations import addon_settings, auth, demo, export, retention, services
 from installations.models import AddonSettings, Installation, InstallAttempt, SettingsChange, StatusChange
 from shoptet_api import tokens
@@ -59,12 +59,6 @@ ONBOARDING_COLOURS = {
 }
 
 
-def badge(colour: str, text: str) -> str:
-    return format_html(
-        '<strong style="color:#fff;background:{};padding:2px 8px;border-radius:8px">{}</strong>', colour, text
-    )
-
-
 def changes_failure(cursor: SyncCursor, installation: Installation) -> str:
     """A failing cursor in words: "last orders changes sync failed at …, retrying at …"."""
     assert cursor.failed_at is not None  # noqa: S101 - only failing cursors get here
@@ -85,16 +79,15 @@ class StartSyncForm(forms.Form):
     mode = forms.ChoiceField(choices=SyncJob.Mode.choices)
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
     """History shown on the installation page: written by the platform, never edited by hand."""
+
+    editable = deletable = True  # inlines: can_delete and read-only fields keep them unchanged
 
     extra = 0
     can_delete = False
     # Without the row's name repeated on a line above each row.
     template = "admin/installations/installation/tabular_history.html"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class StatusChangeInline(ReadOnlyInline):
@@ -549,7 +542,8 @@ def settings_page_url(installation: Installation, request: HttpRequest) -> str:
 
 
 @admin.register(InstallAttempt)
-class InstallAttemptAdmin(admin.ModelAdmin[InstallAttempt]):
+class InstallAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin[InstallAttempt]):
+    deletable = True
     list_display = ["created_at", "outcome", "eshop_id", "error", "duration_ms", "remote_addr"]
     list_filter = ["outcome"]
     search_fields = ["=eshop_id", "error", "=code_fingerprint"]
@@ -565,16 +559,12 @@ class InstallAttemptAdmin(admin.ModelAdmin[InstallAttempt]):
         "duration_ms",
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(AddonSettings)
-class AddonSettingsAdmin(admin.ModelAdmin[AddonSettings]):
+class AddonSettingsAdmin(ReadOnlyMixin, admin.ModelAdmin[AddonSettings]):
     """Read-only: the e-shop's admins change these on the settings page, where each change is recorded."""
+
+    deletable = True
 
     list_display = ["installation", "sync_orders", "sync_invoices", "import_since", "notification_email", "updated_at"]
     list_filter = ["sync_orders", "sync_invoices"]
@@ -590,15 +580,9 @@ class AddonSettingsAdmin(admin.ModelAdmin[AddonSettings]):
         "updated_by",
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(SettingsChange)
-class SettingsChangeAdmin(admin.ModelAdmin[SettingsChange]):
+class SettingsChangeAdmin(ReadOnlyMixin, admin.ModelAdmin[SettingsChange]):
     list_display = ["created_at", "installation", "field", "old_value", "new_value", "admin_email"]
     list_filter = [SettingsFieldFilter, EshopFilter]
     list_select_related = ["installation"]
@@ -612,12 +596,3 @@ class SettingsChangeAdmin(admin.ModelAdmin[SettingsChange]):
         "admin_email",
         "admin_name",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
 
-from config.admin import EshopFilter, FixedChoicesFilter
+from config.admin import EshopFilter, FixedChoicesFilter, ReadOnlyMixin
 from notifications.models import Notification
 
 
@@ -22,7 +22,7 @@ class LanguageFilter(FixedChoicesFilter):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin[Notification]):
+class NotificationAdmin(ReadOnlyMixin, admin.ModelAdmin[Notification]):
     list_display = ["created_at", "installation", "kind", "day", "status", "recipient", "language", "attempts"]
     list_filter = ["status", "kind", LanguageFilter, "day", ("created_at", admin.DateFieldListFilter), EshopFilter]
     list_select_related = ["installation"]
@@ -54,12 +54,3 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
                 "installation__previous_webhook_signature_key",
             )
         )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -14,7 +14,16 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin import EshopFilter, EstimatedCountPaginator, FixedChoicesFilter, TypedValueFilter, audit
+from config.admin import (
+    EshopFilter,
+    EstimatedCountPaginator,
+    FixedChoicesFilter,
+    ReadOnlyMixin,
+    TypedValueFilter,
+    audit,
+    badge,
+    shorten,
+)
 from installations.models import Installation
 from sync import services, tasks
 from sync.models import Document, Invoice, InvoiceItem, Order, OrderItem, SyncCursor, SyncJob
@@ -39,16 +48,11 @@ STATUS_COLOURS = {
 }
 
 
-class ReadOnlyItems(admin.TabularInline):
+class ReadOnlyItems(ReadOnlyMixin, admin.TabularInline):
+    deletable = True  # can_delete keeps items in place
     extra = 0
     can_delete = False
     fields = readonly_fields = tuple(ITEM_FIELDS)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class OrderItemInline(ReadOnlyItems):
@@ -105,7 +109,7 @@ class BillingMethodFilter(FixedChoicesFilter):
         return [("1", "Cash on delivery"), ("2", "Wire transfer"), ("3", "Cash"), ("4", "Card")]
 
 
-class DocumentAdmin(admin.ModelAdmin):
+class DocumentAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Read-only: a local edit would be overwritten by the next sync anyway."""
 
     list_select_related = ["installation"]
@@ -114,15 +118,6 @@ class DocumentAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     ordering = ["-creation_time"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="e-shop", ordering="installation__eshop_id")
     def eshop(self, document: Document) -> int:
@@ -249,7 +244,8 @@ class StartSyncForm(forms.Form):
 
 
 @admin.register(SyncJob)
-class SyncJobAdmin(admin.ModelAdmin):
+class SyncJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    deletable = True  # added only by "Start a sync", which validates and enqueues
     list_display = [
         "id",
         "installation",
@@ -302,12 +298,6 @@ class SyncJobAdmin(admin.ModelAdmin):
         "finished_at",
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # started with "Start a sync", which validates and enqueues
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def get_queryset(self, request: HttpRequest) -> QuerySet[SyncJob]:
         # The failed `/changes` run that its cursor retries, with when: one subquery, not a query per row.
         retried = SyncCursor.objects.filter(failed_job=OuterRef("pk")).values("retry_at")[:1]
@@ -323,15 +313,11 @@ class SyncJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, job: SyncJob) -> str:
-        return format_html(
-            '<strong style="color:#fff;background:{};padding:2px 8px;border-radius:8px">{}</strong>',
-            STATUS_COLOURS.get(SyncJob.Status(job.status), "#333"),
-            job.get_status_display(),
-        )
+        return badge(STATUS_COLOURS.get(SyncJob.Status(job.status), "#333"), job.get_status_display())
 
     @admin.display(description="error")
     def short_error(self, job: SyncJob) -> str:
-        return job.error if len(job.error) <= 80 else f"{job.error[:79]}…"
+        return shorten(job.error)
 
     @admin.action(description="Retry the selected failed jobs")
     def retry(self, request: HttpRequest, queryset: QuerySet[SyncJob]) -> None:

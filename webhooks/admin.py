@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin import EshopFilter, EstimatedCountPaginator, audit
+from config.admin import EshopFilter, EstimatedCountPaginator, ReadOnlyMixin, audit, badge, shorten
 from webhooks import services
 from webhooks.events import SYSTEM_EVENTS
 from webhooks.models import WebhookDelivery
@@ -39,7 +39,8 @@ class EventFilter(admin.SimpleListFilter):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
+class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin[WebhookDelivery]):
+    editable = True  # never added (deliveries come only from Shoptet) or deleted (the log is the record)
     list_display = [
         "id",
         "received_at",
@@ -92,12 +93,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
         "pretty_payload",
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # deliveries come only from Shoptet
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # the log is the record
-
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[WebhookDelivery], search_term: str
     ) -> tuple[QuerySet[WebhookDelivery], bool]:
@@ -109,20 +104,15 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
 
     @admin.display(description="instance")
     def short_instance(self, delivery: WebhookDelivery) -> str:
-        instance = delivery.event_instance
-        return instance if len(instance) <= 40 else f"{instance[:39]}…"
+        return shorten(delivery.event_instance, 40)
 
     @admin.display(description="error")
     def short_error(self, delivery: WebhookDelivery) -> str:
-        return delivery.error if len(delivery.error) <= 80 else f"{delivery.error[:79]}…"
+        return shorten(delivery.error)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, delivery: WebhookDelivery) -> str:
-        return format_html(
-            '<strong style="color:#fff;background:{};padding:2px 8px;border-radius:8px">{}</strong>',
-            STATUS_COLOURS.get(WebhookDelivery.Status(delivery.status), "#333"),
-            delivery.get_status_display(),
-        )
+        return badge(STATUS_COLOURS.get(WebhookDelivery.Status(delivery.status), "#333"), delivery.get_status_display())
 
     @admin.display(description="body")
     def pretty_payload(self, delivery: WebhookDelivery) -> str:
