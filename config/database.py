@@ -9,10 +9,11 @@ are not transient and are not listed here.
 from __future__ import annotations
 
 import contextlib
-import random
 
 import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+from config.retries import Backoff
 
 # Django wraps the driver's errors in its own classes; raw psycopg calls (COPY) may raise the driver's.
 DATABASE_OUTAGE_ERRORS: tuple[type[Exception], ...] = (
@@ -23,14 +24,12 @@ DATABASE_OUTAGE_ERRORS: tuple[type[Exception], ...] = (
 )
 # How long one task run waits for the database to come back before it gives up to the relays' leases.
 OUTAGE_PATIENCE_SECONDS = 120.0
-RETRY_BASE_SECONDS = 0.5
-RETRY_CAP_SECONDS = 4.0
+OUTAGE_BACKOFF = Backoff(base=0.5, cap=4.0)
 
 
 def outage_backoff_seconds(attempt: int) -> float:
     """Half a second, one, two, then four at most, jittered so that workers do not reconnect in step."""
-    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2**attempt)
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter
+    return OUTAGE_BACKOFF.seconds(attempt)
 
 
 def drop_broken_connections() -> bool:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import random
 from datetime import timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
 
 from config.logs import bound_eshop
+from config.retries import TASK_RETRY
 from installations import retention, services
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS, ShoptetError
@@ -24,11 +24,6 @@ ONBOARDING_MAX_RETRIES = 8
 ONBOARDING_STALE_AFTER = timedelta(hours=2)
 
 
-def backoff_seconds(retries: int, *, base: float = 5.0, cap: float = 600.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2**retries))  # noqa: S311 - jitter
-
-
 @shared_task(bind=True, max_retries=ONBOARDING_MAX_RETRIES)
 def onboard(self: Task, installation_id: int) -> None:
     installation = Installation.objects.get(pk=installation_id)
@@ -39,7 +34,7 @@ def onboard(self: Task, installation_id: int) -> None:
         if self.request.retries >= ONBOARDING_MAX_RETRIES:
             services.record_onboarding_failure(installation=installation, error=error)
             return
-        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+        raise self.retry(exc=error, countdown=TASK_RETRY.seconds(self.request.retries)) from error
     except ShoptetError as error:
         services.record_onboarding_failure(installation=installation, error=error)
     else:

@@ -8,13 +8,15 @@ from datetime import timedelta
 from celery import Task, shared_task
 
 from config.logs import bound_eshop
-from installations.tasks import backoff_seconds
+from config.retries import Backoff
 from notifications import services
 from notifications.models import Notification
 
 logger = logging.getLogger(__name__)
 
 SEND_MAX_RETRIES = 5
+# Up to 30 s, 60 s, 120 s … at most 10 minutes: an SMTP server that refused one mail may need a while.
+SEND_RETRY = Backoff(base=30.0, cap=600.0, jitter=1.0)
 # Longer than all retries of one mail (at most five waits of 10 minutes): a mail still retrying is never doubled.
 SEND_STALE_AFTER = timedelta(hours=2)
 
@@ -29,9 +31,7 @@ def send_notification(self: Task, notification_id: int) -> None:
             final = services.is_permanent(error) or self.request.retries >= SEND_MAX_RETRIES
             services.record_failure(notification_id=notification_id, error=error, final=final)
             if not final:
-                # Up to 30 s, 60 s, 120 s … at most 10 minutes, with full jitter.
-                countdown = backoff_seconds(self.request.retries, base=30.0, cap=600.0)
-                raise self.retry(exc=error, countdown=countdown) from error
+                raise self.retry(exc=error, countdown=SEND_RETRY.seconds(self.request.retries)) from error
 
 
 @shared_task

@@ -24,6 +24,7 @@ from django.conf import settings
 
 from config import metrics
 from config.logs import bound_eshop
+from config.retries import Backoff
 from shoptet_api import bucket, tokens
 from shoptet_api.concurrency import request_slot
 from shoptet_api.errors import (
@@ -41,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_ATTEMPTS = 5
-BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_CAP_SECONDS = 30.0
+# 423, 5xx and connection errors inside one call: half a second, one, two … at most 30 s.
+BACKOFF = Backoff(base=0.5, cap=30.0)
 # A Retry-After longer than this is not waited for inside a request; the task retries later instead.
 MAX_RETRY_AFTER_SECONDS = 60.0
 
@@ -129,8 +130,7 @@ class ShoptetClient:
                 raise error
             pause = retry_after + random.uniform(0, 0.25)  # noqa: S311 - jitter
         else:
-            ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
-            pause = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter
+            pause = BACKOFF.seconds(attempt - 1)
         logger.warning(
             "shoptet api retry eshop_id=%s attempt=%s pause=%.2fs error=%s",
             self.installation.eshop_id,

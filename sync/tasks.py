@@ -11,13 +11,13 @@ from functools import partial
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.utils.time import get_exponential_backoff_interval
 from django.core.cache import cache
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
 from config import sweeps
 from config.celery import rerun_after_database_outage
+from config.retries import TASK_RETRY
 from config.throttling import CACHE_ERRORS
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS
@@ -33,11 +33,6 @@ MAX_RETRIES = 6
 REFRESH_QUEUED_SECONDS = 120
 # What sending a refresh run meets when the broker or the cache is away: transient, the relay sends it later.
 NOT_SENT: tuple[type[Exception], ...] = (OperationalError, *CACHE_ERRORS)
-
-
-def backoff_seconds(retries: int) -> float:
-    """Exponential backoff with full jitter: up to 5 s, 10 s, 20 s … at most 10 minutes."""
-    return float(get_exponential_backoff_interval(factor=5, retries=retries, maximum=600, full_jitter=True))
 
 
 def enqueue(job: SyncJob) -> None:
@@ -90,7 +85,7 @@ def _retry_or_fail(task: Task, job_id: int, error: Exception) -> None:
     if task.request.retries >= MAX_RETRIES:
         services.fail_job(job=SyncJob.objects.get(pk=job_id), error=f"gave up after {MAX_RETRIES} retries: {error}")
         return
-    raise task.retry(exc=error, countdown=backoff_seconds(task.request.retries))
+    raise task.retry(exc=error, countdown=TASK_RETRY.seconds(task.request.retries))
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
@@ -106,7 +101,7 @@ def poll_snapshot(self: Task, job_id: int) -> None:
     try:
         finished = services.poll_snapshot(job=SyncJob.objects.get(pk=job_id))
     except TRANSIENT_ERRORS as error:
-        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+        raise self.retry(exc=error, countdown=TASK_RETRY.seconds(self.request.retries)) from error
     if finished:
         import_snapshot.delay(job_id)
 
@@ -139,7 +134,7 @@ def refresh_documents(self: Task, installation_id: int, resource: str) -> None:
             installation=installation, resource=resource_named(resource), claim=_claim_of(self)
         )
     except TRANSIENT_ERRORS as error:
-        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+        raise self.retry(exc=error, countdown=TASK_RETRY.seconds(self.request.retries)) from error
     if outcome.more:
         _schedule_or_leave_to_relay(installation_id, resource)
 

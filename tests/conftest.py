@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.test import Client, override_settings
 from rest_framework.authtoken.models import Token
 
+from config.retries import Backoff
 from installations import services
 from installations.models import Installation
 from shoptet_api import tokens
@@ -119,4 +120,4 @@ def grant_platform_permissions(user) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the client's retry rules, shrink its waits so tests do not sleep for seconds."""
-    monkeypatch.setattr("shoptet_api.client.BACKOFF_BASE_SECONDS", 0.01)
+    monkeypatch.setattr("shoptet_api.client.BACKOFF", Backoff(base=0.01, cap=30.0))

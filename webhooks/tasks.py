@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
 from config import sweeps
+from config.retries import TASK_RETRY
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS
 from webhooks import services
@@ -73,14 +74,20 @@ def watch_notifications() -> None:
     sweeps.send_each(recover_notifications, services.installations_to_watch(share=share))
 
 
-@shared_task(autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)
-def reconcile_webhooks(installation_id: int) -> None:
-    services.reconcile_webhooks(installation=Installation.objects.get(pk=installation_id))
+@shared_task(bind=True, max_retries=5)
+def reconcile_webhooks(self: Task, installation_id: int) -> None:
+    try:
+        services.reconcile_webhooks(installation=Installation.objects.get(pk=installation_id))
+    except TRANSIENT_ERRORS as error:
+        raise self.retry(exc=error, countdown=TASK_RETRY.seconds(self.request.retries)) from error
 
 
-@shared_task(autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_jitter=True, max_retries=5)
-def recover_notifications(installation_id: int) -> None:
-    services.recover_notifications(installation=Installation.objects.get(pk=installation_id))
+@shared_task(bind=True, max_retries=5)
+def recover_notifications(self: Task, installation_id: int) -> None:
+    try:
+        services.recover_notifications(installation=Installation.objects.get(pk=installation_id))
+    except TRANSIENT_ERRORS as error:
+        raise self.retry(exc=error, countdown=TASK_RETRY.seconds(self.request.retries)) from error
 
 
 @shared_task
