@@ -111,9 +111,9 @@ def child_import(path: str) -> dict[str, Any]:
     from django.utils import timezone
 
     from installations.models import Installation
+    from shoptet_api.jobs import ResultLines
     from sync import importer
     from sync.documents import ORDERS
-    from sync.remote import ResultLines
 
     installation = Installation.objects.get(eshop_id=ESHOP_ID)
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -168,8 +168,8 @@ def render_copy_files(path: Path, orders_out: Path, items_out: Path, installatio
     from psycopg import Copy
     from psycopg.copy import FileWriter
 
+    from shoptet_api.jobs import ResultLines
     from sync.documents import ORDERS, items_of
-    from sync.remote import ResultLines
 
     order_columns, item_columns = copy_columns(ORDERS)
     now = datetime.now(UTC)

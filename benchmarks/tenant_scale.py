@@ -47,7 +47,7 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 from config import sweeps  # noqa: E402
 from config.celery import app  # noqa: E402
 from installations.models import Installation  # noqa: E402
-from sync import services as sync_services  # noqa: E402
+from sync import jobs as sync_jobs  # noqa: E402
 from sync.models import Invoice, Order, SyncJob  # noqa: E402
 from webhooks import services as webhook_services  # noqa: E402
 from webhooks.models import WebhookDelivery  # noqa: E402
@@ -307,9 +307,9 @@ def changes(share: sweeps.Slice) -> list[int]:
     """What sync.tasks.sync_changes_everywhere does at a tick, for the given slice."""
     from sync import tasks as sync_tasks
 
-    ids = sync_services.installations_to_reconcile(share=share)
+    ids = sync_jobs.installations_to_reconcile(share=share)
     sweeps.send_each(sync_tasks.request_changes, ids)
-    sync_services.prune_jobs()
+    sync_jobs.prune_jobs()
     return ids
 
 
@@ -363,7 +363,7 @@ def one_tick_against_the_fake() -> None:
         (
             "/changes reconciliation",
             settings.CHANGES_SWEEP_PERIOD,
-            sync_services.installations_to_reconcile,
+            sync_jobs.installations_to_reconcile,
             sync_tasks.request_changes,
         ),
     ]

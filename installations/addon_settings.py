@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from installations.auth import Admin
 from installations.models import AddonSettings, Installation, SettingsChange
 from notifications import services as notifications
-from sync import services as sync_services
+from sync import jobs as sync_jobs
 from sync import toggles as sync_toggles
 from sync.models import Invoice, Order, SyncCursor, SyncJob
 from webhooks.models import WebhookDelivery
@@ -313,12 +313,12 @@ def start_resync(*, installation: Installation, admin: Admin, resource: str, mod
     if not settings_of(installation=installation).syncs(resource):
         raise ResyncRefused(_("This resource is switched off in the settings. Switch it on first."))
     try:
-        job = sync_services.request_sync(
+        job = sync_jobs.request_sync(
             installation=installation, resource=resource, mode=mode, cause=f"settings page: {admin.email}"
         )
-    except sync_services.SyncRunning as running:
+    except sync_jobs.SyncRunning as running:
         raise ResyncRefused(_("This sync is already running. Wait until it finishes.")) from running
-    except sync_services.SyncError as error:
+    except sync_jobs.SyncError as error:
         raise ResyncRefused(_("The sync cannot start now. Try again later.")) from error
     logger.info(
         "resync requested eshop_id=%s resource=%s mode=%s job=%s",

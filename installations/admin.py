@@ -37,7 +37,7 @@ from installations import addon_settings, auth, demo, export, retention, service
 from installations.models import AddonSettings, Installation, InstallAttempt, SettingsChange, StatusChange
 from shoptet_api import tokens
 from shoptet_api.errors import ShoptetError
-from sync import services as sync_services
+from sync import jobs as sync_jobs
 from sync import tasks as sync_tasks
 from sync.models import Invoice, Order, SyncCursor, SyncJob
 from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
@@ -406,10 +406,10 @@ class InstallationAdmin(admin.ModelAdmin[Installation]):
         started = []
         for installation in queryset:
             try:
-                job = sync_services.request_sync(
+                job = sync_jobs.request_sync(
                     installation=installation, resource=resource, mode=mode, cause=f"admin ({request.user})"
                 )
-            except sync_services.SyncError as error:
+            except sync_jobs.SyncError as error:
                 self.message_user(request, f"{installation}: {error}", messages.WARNING)
                 continue
             sync_tasks.enqueue(job)

@@ -13,7 +13,7 @@ from config.retries import TASK_RETRY
 from installations import retention, services
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS, ShoptetError
-from sync import services as sync_services
+from sync import jobs as sync_jobs
 from sync import tasks as sync_tasks
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def start_initial_import(installation: Installation) -> None:
     """Once onboarded, import every order and invoice (settings.SYNC_INITIAL_IMPORT); a no-op when done before."""
     installation.refresh_from_db(fields=["status"])
     if settings.SYNC_INITIAL_IMPORT and installation.is_active:
-        for job in sync_services.request_initial_import(installation=installation):
+        for job in sync_jobs.request_initial_import(installation=installation):
             sync_tasks.enqueue(job)
 
 

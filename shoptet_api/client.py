@@ -15,6 +15,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -50,6 +51,11 @@ MAX_RETRY_AFTER_SECONDS = 60.0
 _deprecations_logged: set[str] = set()
 # Path segments that name an endpoint (`orders`, `renew-signature-key`); anything else is an id or a code.
 _API_WORD = re.compile(r"(|[a-z][a-z-]*)")
+
+
+def shoptet_time(moment: datetime) -> str:
+    """Shoptet's date-time format for query parameters (requests sends the `+` as `%2B`)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def segment(value: str) -> str:

@@ -25,7 +25,8 @@ from config.admin import (
     shorten,
 )
 from installations.models import Installation
-from sync import services, tasks
+from sync import jobs as sync_jobs
+from sync import tasks
 from sync.models import Document, Invoice, InvoiceItem, Order, OrderItem, SyncCursor, SyncJob
 
 ITEM_FIELDS = [
@@ -324,8 +325,8 @@ class SyncJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
         retried = []
         for job in queryset.filter(status=SyncJob.Status.FAILED).select_related("installation"):
             try:
-                tasks.enqueue(services.retry_job(job=job))
-            except services.SyncError as error:
+                tasks.enqueue(sync_jobs.retry_job(job=job))
+            except sync_jobs.SyncError as error:
                 self.message_user(request, f"Job {job.pk}: {error}", messages.WARNING)
                 continue
             retried.append(job)
@@ -339,13 +340,13 @@ class SyncJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
         form = StartSyncForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                job = services.request_sync(
+                job = sync_jobs.request_sync(
                     installation=form.cleaned_data["eshop_id"],
                     resource=form.cleaned_data["resource"],
                     mode=form.cleaned_data["mode"],
                     cause=f"admin ({request.user})",
                 )
-            except services.SyncError as error:
+            except sync_jobs.SyncError as error:
                 form.add_error(None, str(error))
             else:
                 tasks.enqueue(job)

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from config.openapi import ESHOP_ID, ErrorSerializer
 from installations.models import Installation
-from sync import services, tasks
+from sync import jobs, tasks
 from sync.models import Invoice, Order, SyncJob
 
 PRICE = {"max_digits": 20, "decimal_places": 2, "coerce_to_string": True, "read_only": True, "allow_null": True}
@@ -194,20 +194,20 @@ class SyncView(InstallationScoped, APIView):
         wanted = SyncRequestSerializer(data=request.data)
         wanted.is_valid(raise_exception=True)
         try:
-            job = services.request_sync(
+            job = jobs.request_sync(
                 installation=self.installation,
                 resource=wanted.validated_data["resource"],
                 mode=wanted.validated_data["mode"],
                 cause=f"REST API ({request.user})",
             )
-        except services.SyncRunning as running:
+        except jobs.SyncRunning as running:
             body = {
                 "error": "sync_running",
                 "message": f"A {running.job.mode} of {running.job.resource} is already {running.job.status}.",
                 "details": {"job": SyncJobSerializer(running.job).data},
             }
             return Response(body, status=status.HTTP_409_CONFLICT)
-        except services.SyncError as error:
+        except jobs.SyncError as error:
             return Response(
                 {"error": "conflict", "message": str(error), "details": None}, status=status.HTTP_409_CONFLICT
             )

@@ -40,8 +40,8 @@ from django.db.models import Field, Model
 from django.utils import timezone
 
 from installations.models import Installation
+from shoptet_api.jobs import ResultFileError
 from sync.documents import InvalidDocument, Resource, items_of
-from sync.remote import ResultFileError
 
 STAGE = "sync_stage"
 MERGED = "sync_merged"

@@ -244,7 +244,7 @@ class SyncJob(models.Model):
         indexes = [
             models.Index(fields=["installation", "shoptet_job_id"], name="sync_job_shoptet_id"),
             models.Index(fields=["status", "next_poll_at"], name="sync_job_due"),
-            # The pruning of old `/changes` runs (sync.services.prune_jobs), a bounded slice per tick.
+            # The pruning of old `/changes` runs (sync.jobs.prune_jobs), a bounded slice per tick.
             models.Index(fields=["finished_at"], condition=Q(mode="changes"), name="sync_job_changes_finished"),
         ]
 

@@ -21,7 +21,7 @@ from config.retries import TASK_RETRY
 from config.throttling import CACHE_ERRORS
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS
-from sync import services
+from sync import changes, jobs, refresh, snapshots
 from sync.documents import resource_named
 from sync.models import SyncJob
 
@@ -83,7 +83,7 @@ def _refresh_queued_key(installation_id: int, resource: str) -> str:
 def _retry_or_fail(task: Task, job_id: int, error: Exception) -> None:
     """Retry a transient failure with backoff; after the last retry the job fails with the error."""
     if task.request.retries >= MAX_RETRIES:
-        services.fail_job(job=SyncJob.objects.get(pk=job_id), error=f"gave up after {MAX_RETRIES} retries: {error}")
+        jobs.fail_job(job=SyncJob.objects.get(pk=job_id), error=f"gave up after {MAX_RETRIES} retries: {error}")
         return
     raise task.retry(exc=error, countdown=TASK_RETRY.seconds(task.request.retries))
 
@@ -91,7 +91,7 @@ def _retry_or_fail(task: Task, job_id: int, error: Exception) -> None:
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def start_snapshot(self: Task, job_id: int) -> None:
     try:
-        services.start_snapshot(job=SyncJob.objects.get(pk=job_id))
+        snapshots.start_snapshot(job=SyncJob.objects.get(pk=job_id))
     except TRANSIENT_ERRORS as error:
         _retry_or_fail(self, job_id, error)
 
@@ -99,7 +99,7 @@ def start_snapshot(self: Task, job_id: int) -> None:
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def poll_snapshot(self: Task, job_id: int) -> None:
     try:
-        finished = services.poll_snapshot(job=SyncJob.objects.get(pk=job_id))
+        finished = snapshots.poll_snapshot(job=SyncJob.objects.get(pk=job_id))
     except TRANSIENT_ERRORS as error:
         raise self.retry(exc=error, countdown=TASK_RETRY.seconds(self.request.retries)) from error
     if finished:
@@ -109,17 +109,17 @@ def poll_snapshot(self: Task, job_id: int) -> None:
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def import_snapshot(self: Task, job_id: int) -> None:
     try:
-        services.import_snapshot(job=SyncJob.objects.get(pk=job_id), owner=_claim_of(self))
+        snapshots.import_snapshot(job=SyncJob.objects.get(pk=job_id), owner=_claim_of(self))
     except TRANSIENT_ERRORS as error:
         _retry_or_fail(self, job_id, error)
     except SoftTimeLimitExceeded:
-        services.fail_job(job=SyncJob.objects.get(pk=job_id), error="the import exceeded the task time limit")
+        jobs.fail_job(job=SyncJob.objects.get(pk=job_id), error="the import exceeded the task time limit")
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def sync_changes(self: Task, job_id: int) -> None:
     try:
-        services.sync_changes(job=SyncJob.objects.get(pk=job_id), resume=rerun_after_database_outage())
+        changes.sync_changes(job=SyncJob.objects.get(pk=job_id), resume=rerun_after_database_outage())
     except TRANSIENT_ERRORS as error:
         _retry_or_fail(self, job_id, error)
 
@@ -130,7 +130,7 @@ def refresh_documents(self: Task, installation_id: int, resource: str) -> None:
     cache.delete(_refresh_queued_key(installation_id, resource))
     installation = Installation.objects.get(pk=installation_id)
     try:
-        outcome = services.refresh_pending(
+        outcome = refresh.refresh_pending(
             installation=installation, resource=resource_named(resource), claim=_claim_of(self)
         )
     except TRANSIENT_ERRORS as error:
@@ -146,7 +146,7 @@ def _claim_of(task: Task) -> str | None:
 
 @shared_task
 def relay_sync_work() -> None:
-    relay = services.claim_due_work()
+    relay = jobs.claim_due_work()
     for job_id in relay.polls:
         poll_snapshot.delay(job_id)
     for job_id in relay.starts:
@@ -155,7 +155,7 @@ def relay_sync_work() -> None:
         sync_changes.delay(job_id)
     for job_id in relay.imports:
         import_snapshot.delay(job_id)
-    for installation_id, resource in relay.refreshes:
+    for installation_id, resource in refresh.claim_stale_refreshes():
         refresh_documents.delay(installation_id, resource)
 
 
@@ -165,13 +165,13 @@ def sync_changes_everywhere() -> None:
 
     The tick only sends one task per installation of its slice, so it stays short with 10,000 e-shops;
     the runs are created by those tasks."""
-    sweeps.send_each(request_changes, services.installations_to_reconcile(share=services.changes_slice()))
-    services.prune_jobs()
+    sweeps.send_each(request_changes, jobs.installations_to_reconcile(share=jobs.changes_slice()))
+    jobs.prune_jobs()
 
 
 @shared_task
 def request_changes(installation_id: int) -> None:
     installation = Installation.objects.get(pk=installation_id)
     if installation.is_active:
-        for job in services.request_changes(installation=installation):
+        for job in jobs.request_changes(installation=installation):
             sync_changes.delay(job.pk)  # committed already: request_sync commits each run it creates

@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from installations import toggles
 from installations.models import Installation, SettingsChange
-from sync import services, tasks
+from sync import changes as sync_changes
+from sync import jobs as sync_jobs
+from sync import tasks
 from sync.models import SyncCursor, SyncJob
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def catch_up(*, installation: Installation, resource: str) -> SyncJob | None:
     off_since = toggles.switched_off_at(installation, resource)
     if off_since is None:
         return None
-    if off_since < timezone.now() - (services.CHANGES_WINDOW - services.CHANGES_SAFETY):
+    if off_since < timezone.now() - (sync_changes.CHANGES_WINDOW - sync_changes.CHANGES_SAFETY):
         return _request(installation, resource, SyncJob.Mode.SNAPSHOT, "switched on: off longer than /changes reach")
     _rewind_cursor(installation, resource, off_since)
     return _request(installation, resource, SyncJob.Mode.CHANGES, "switched on: catch-up")
@@ -82,8 +84,8 @@ def import_missing_range(*, installation: Installation, old: date | None, new: d
 
 def _request(installation: Installation, resource: str, mode: str, cause: str, **options: datetime) -> SyncJob | None:
     try:
-        job = services.request_sync(installation=installation, resource=resource, mode=mode, cause=cause, **options)
-    except services.SyncRunning as running:
+        job = sync_jobs.request_sync(installation=installation, resource=resource, mode=mode, cause=cause, **options)
+    except sync_jobs.SyncRunning as running:
         logger.warning(
             "settings change found a sync running eshop_id=%s resource=%s job=%s",
             installation.eshop_id,
@@ -91,7 +93,7 @@ def _request(installation: Installation, resource: str, mode: str, cause: str, *
             running.job.pk,
         )
         return None
-    except services.SyncError as error:
+    except sync_jobs.SyncError as error:
         logger.warning("settings change could not start a sync eshop_id=%s error=%s", installation.eshop_id, error)
         return None
     tasks.enqueue(job)

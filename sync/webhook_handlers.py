@@ -10,7 +10,7 @@ from functools import partial
 
 from installations import toggles
 from installations.models import Installation
-from sync import services, tasks
+from sync import jobs, refresh, snapshots, tasks
 from sync.documents import INVOICES, ORDERS, Resource
 from sync.models import SyncJob
 from webhooks.handlers import WebhookEvent, gather, handles
@@ -26,7 +26,7 @@ def _refresh(installation: Installation, resource: Resource, codes: list[str]) -
     if not toggles.resource_enabled(installation, resource.name):
         return  # switched off in the settings; the catch-up on switching it on reads what changed meanwhile
     # A delete is confirmed the same way: the fetch answers 404 and the document is marked deleted.
-    if services.queue_refresh(installation=installation, resource=resource, codes=codes):
+    if refresh.queue_refresh(installation=installation, resource=resource, codes=codes):
         tasks.enqueue_refresh(installation, resource.name)
 
 
@@ -42,7 +42,7 @@ def refresh_invoices(event: WebhookEvent) -> None:
 
 @handles("job:finished")
 def import_finished_job(event: WebhookEvent) -> None:
-    job = services.finished_job(installation=event.installation, shoptet_job_id=event.instance)
+    job = snapshots.finished_job(installation=event.installation, shoptet_job_id=event.instance)
     if job is not None:  # not a sync job: another part of the platform started it
         tasks.enqueue(job)
 
@@ -56,9 +56,9 @@ def catch_up(event: WebhookEvent) -> None:
         return
     for name in (ORDERS.name, INVOICES.name):
         try:
-            job = services.request_sync(
+            job = jobs.request_sync(
                 installation=installation, resource=name, mode=SyncJob.Mode.CHANGES, cause="addon:approve"
             )
-        except services.SyncError:  # already running, or switched off in the settings
+        except jobs.SyncError:  # already running, or switched off in the settings
             continue
         tasks.enqueue(job)

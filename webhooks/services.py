@@ -15,7 +15,7 @@ import random
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +29,7 @@ from config.sweeps import EVERYTHING, Slice, slice_at
 from installations import toggles
 from installations.models import Installation
 from shoptet_api import tokens
-from shoptet_api.client import ShoptetClient
+from shoptet_api.client import ShoptetClient, shoptet_time
 from shoptet_api.errors import (
     TRANSIENT_ERRORS,
     AddonNotInstalled,
@@ -797,7 +797,7 @@ def recover_notifications(*, installation: Installation, client: ShoptetClient |
         return []
     client = client or ShoptetClient(installation)
     now = timezone.now()
-    since = (now - NOTIFICATION_HISTORY).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
+    since = shoptet_time(now - NOTIFICATION_HISTORY)
     candidates: list[Notification] = []
     for status in ("failed", "new"):
         # Reference: getListOfWebhookNotifications (GET /api/webhooks/notifications)

@@ -26,7 +26,7 @@ from kombu import pools
 from config.celery import app as celery_app
 from installations import services
 from installations.models import AddonSettings, Installation, SettingsChange
-from sync import services as sync_services
+from sync import snapshots as sync_snapshots
 from sync.models import Order, SyncJob
 from tests.conftest import ESHOP_ID, install_via_fake
 from tests.fakes.shoptet import FakeShoptet
@@ -231,7 +231,7 @@ def test_the_settings_page_works_inside_shoptets_iframe_in_czech_and_english(
     expect(frame.locator('tr[data-resource="orders"] .job-state')).to_contain_text("Shoptet připravuje data")
     job = SyncJob.objects.get(installation=platform)
     fake_shoptet.finish_job(platform.eshop_id, str(job.shoptet_job_id))
-    sync_services.import_snapshot(job=job)
+    sync_snapshots.import_snapshot(job=job)
     expect(frame.locator('tr[data-resource="orders"] .job-state')).to_contain_text("Nic neběží")
     expect(frame.locator('tr[data-resource="orders"] td.num')).to_have_text("6")
     assert Order.objects.filter(installation=platform).count() == 6

@@ -36,13 +36,14 @@ def export_link(client: Client, fake: FakeShoptet, installation: Installation) -
 def test_the_link_downloads_that_eshops_data_only(
     client: Client, fake_shoptet: FakeShoptet, onboarded: Installation, other_onboarded: Installation
 ) -> None:
-    from sync import services as sync_services
+    from sync import refresh as sync_refresh
+    from sync.documents import resource_named
     from sync.models import Order
 
     for installation in (onboarded, other_onboarded):
-        sync_services.upsert_document(
+        sync_refresh.upsert_document(
             installation=installation,
-            resource=sync_services.resource_named("orders"),
+            resource=resource_named("orders"),
             document={"code": f"O-{installation.eshop_id}", "changeTime": "2026-01-01T00:00:00+0100", "items": []},
         )
     query = export_link(client, fake_shoptet, onboarded)

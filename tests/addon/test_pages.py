@@ -15,7 +15,8 @@ from django.utils.formats import date_format
 
 from config.celery import app as celery_app
 from installations.models import AddonSettings, Installation, SettingsChange
-from sync import services as sync_services
+from sync import jobs as sync_jobs
+from sync import snapshots as sync_snapshots
 from sync import tasks as sync_tasks
 from sync.models import SyncJob
 from tests.addon.conftest import ADMIN_EMAIL, ADMIN_NAME, Login, form_fields, log_in
@@ -53,10 +54,10 @@ def snapshot(fake: FakeShoptet, installation: Installation, resource: str, *, fa
     fake.never_finish_jobs = True
     if fail:
         fake.fail_next_job(installation.eshop_id)
-    job = sync_services.request_sync(installation=installation, resource=resource, mode="snapshot", cause="test")
-    job = sync_services.start_snapshot(job=job)
+    job = sync_jobs.request_sync(installation=installation, resource=resource, mode="snapshot", cause="test")
+    job = sync_snapshots.start_snapshot(job=job)
     fake.finish_job(installation.eshop_id, str(job.shoptet_job_id))
-    return sync_services.import_snapshot(job=job)
+    return sync_snapshots.import_snapshot(job=job)
 
 
 def deliver(client: Client, installation: Installation, event: str, instance: str, *, signed: bool = True) -> None:

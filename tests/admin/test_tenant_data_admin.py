@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from installations import services
 from installations.models import Installation
-from sync import services as sync_services
+from sync import refresh as sync_refresh
+from sync.documents import resource_named
 from sync.models import Order
 from tests.admin.test_installations import audit_log, change_page, run_action
 
@@ -22,9 +23,9 @@ pytestmark = pytest.mark.django_db
 
 
 def mirror_one_order(installation: Installation) -> None:
-    sync_services.upsert_document(
+    sync_refresh.upsert_document(
         installation=installation,
-        resource=sync_services.resource_named("orders"),
+        resource=resource_named("orders"),
         document={"code": f"O-{installation.eshop_id}", "changeTime": "2026-01-01T00:00:00+0100", "items": []},
     )
 

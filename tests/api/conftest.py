@@ -16,7 +16,7 @@ from rest_framework.authtoken.models import Token
 
 from installations import services as installation_services
 from installations.models import Installation
-from sync import services as sync_services
+from sync import refresh as sync_refresh
 from sync.documents import resource_named
 from sync.models import SyncJob
 from tests.conftest import grant_platform_permissions
@@ -32,10 +32,10 @@ def mirror(fake: FakeShoptet, installation: Installation) -> None:
     eshop = fake.eshops[installation.eshop_id]
     for code in eshop.orders:
         document = fake.order_detail(installation.eshop_id, code, ("notes", "shippingDetails"))
-        sync_services.upsert_document(installation=installation, resource=resource_named("orders"), document=document)
+        sync_refresh.upsert_document(installation=installation, resource=resource_named("orders"), document=document)
     for code in eshop.invoices:
         document = fake.invoice_detail(installation.eshop_id, code)
-        sync_services.upsert_document(installation=installation, resource=resource_named("invoices"), document=document)
+        sync_refresh.upsert_document(installation=installation, resource=resource_named("invoices"), document=document)
 
 
 def add_jobs(installation: Installation) -> list[SyncJob]:

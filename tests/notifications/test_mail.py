@@ -18,7 +18,7 @@ from installations.models import Installation
 from notifications import tasks
 from notifications.models import Notification
 from shoptet_api.errors import ShoptetError
-from sync import services as sync_services
+from sync import jobs as sync_jobs
 from sync.models import SyncJob
 from tests.notifications.conftest import Mailbox, apply_email_url, free_port, set_notification_email
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.django_db
 
 def fail_a_sync(installation: Installation) -> None:
     job = SyncJob.objects.create(installation=installation, resource="orders", mode="snapshot")
-    sync_services.fail_job(job=job, error="gave up after 6 retries: Shoptet answered 503")
+    sync_jobs.fail_job(job=job, error="gave up after 6 retries: Shoptet answered 503")
 
 
 def fail_onboarding(installation: Installation) -> None:
@@ -238,12 +238,12 @@ def test_a_changes_run_that_will_be_retried_sends_nothing_until_it_keeps_failing
 
     for _ in range(2):
         job = SyncJob.objects.create(installation=installation, resource="orders", mode="changes")
-        sync_services.fail_job(job=job, error="Shoptet answered 503")
+        sync_jobs.fail_job(job=job, error="Shoptet answered 503")
     relay()
     assert mailbox.messages == []
 
     job = SyncJob.objects.create(installation=installation, resource="orders", mode="changes")
-    sync_services.fail_job(job=job, error="Shoptet answered 503")
+    sync_jobs.fail_job(job=job, error="Shoptet answered 503")
     relay()
 
     assert [subject_of(message) for message in mailbox.messages] == ["Syncing your e-shop's orders or invoices failed"]

@@ -12,7 +12,7 @@ from django.test import Client
 from config.celery import app as celery_app
 from installations import services as installation_services
 from installations.models import Installation
-from sync import services
+from sync import jobs, snapshots
 from sync.documents import RESOURCES, resource_named
 from sync.models import SyncJob
 from tests.fakes.shoptet import FakeShoptet
@@ -87,8 +87,8 @@ def eager_retrying_tasks() -> Iterator[None]:
 
 def start_snapshot(installation: Installation, resource: str = "orders", **options: Any) -> SyncJob:
     """Request and start a snapshot as the task would; the fake's job is waiting to be finished."""
-    job = services.request_sync(installation=installation, resource=resource, mode="snapshot", cause="test", **options)
-    return services.start_snapshot(job=job)
+    job = jobs.request_sync(installation=installation, resource=resource, mode="snapshot", cause="test", **options)
+    return snapshots.start_snapshot(job=job)
 
 
 def finished_snapshot(
@@ -102,7 +102,7 @@ def finished_snapshot(
 
 def import_snapshot(fake: FakeShoptet, installation: Installation, resource: str = "orders", **options: Any) -> SyncJob:
     job = finished_snapshot(fake, installation, resource, **options)
-    return services.import_snapshot(job=job)
+    return snapshots.import_snapshot(job=job)
 
 
 def result_content(fake: FakeShoptet, installation: Installation, job: SyncJob) -> bytes:

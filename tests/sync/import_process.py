@@ -11,10 +11,10 @@ import django
 def main(job_id: int) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     django.setup()
-    from sync import services
+    from sync import snapshots
     from sync.models import SyncJob
 
-    job = services.import_snapshot(job=SyncJob.objects.get(pk=job_id))
+    job = snapshots.import_snapshot(job=SyncJob.objects.get(pk=job_id))
     print(f"job {job.pk} {job.status} {job.error}", file=sys.stderr)
     return 0 if job.status == "completed" else 1
 

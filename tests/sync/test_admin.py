@@ -6,7 +6,8 @@ import pytest
 from django.test import Client
 
 from installations.models import Installation
-from sync import services
+from sync import changes as sync_changes
+from sync import jobs as sync_jobs
 from sync.models import Invoice, Order, SyncCursor, SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import import_snapshot, mirrored
@@ -122,11 +123,11 @@ def test_a_failing_changes_sync_shows_on_the_installation_and_job_pages(
     synced.add_fault(
         "GET", r"^/api/invoices/changes$", 403, error_code="invalid-token-no-rights", message="No rights.", times=2
     )
-    job = services.sync_changes(
-        job=services.request_sync(installation=onboarded, resource="invoices", mode="changes", cause="test")
+    job = sync_changes.sync_changes(
+        job=sync_jobs.request_sync(installation=onboarded, resource="invoices", mode="changes", cause="test")
     )
-    services.sync_changes(
-        job=services.request_sync(installation=onboarded, resource="invoices", mode="changes", cause="test")
+    sync_changes.sync_changes(
+        job=sync_jobs.request_sync(installation=onboarded, resource="invoices", mode="changes", cause="test")
     )
     cursor = SyncCursor.objects.get(installation=onboarded, resource="invoices")
     assert cursor.failed_at is not None and cursor.retry_at is not None

@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 
 from installations.models import Installation
-from sync import services
+from sync import refresh as sync_refresh
+from sync.documents import resource_named
 from sync.models import Order, SyncJob
 from tests.conftest import ESHOP_ID, OTHER_ESHOP_ID
 from tests.fakes.shoptet import FakeShoptet
@@ -116,7 +117,7 @@ def test_an_order_of_another_e_shop_is_not_found(staff_client: Client, synced: F
 def test_deleted_orders_are_not_listed_nor_shown(
     staff_client: Client, synced: FakeShoptet, onboarded: Installation
 ) -> None:
-    services.mark_deleted(installation=onboarded, resource=services.resource_named("orders"), code=SLASHED)
+    sync_refresh.mark_deleted(installation=onboarded, resource=resource_named("orders"), code=SLASHED)
 
     listed = {row["code"] for row in staff_client.get(f"{BASE}/orders/").json()["results"]}
 

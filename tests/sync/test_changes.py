@@ -8,7 +8,12 @@ import pytest
 from django.utils import timezone
 
 from installations.models import Installation
-from sync import services
+from shoptet_api.errors import ShoptetError
+from sync import changes as sync_changes
+from sync import jobs as sync_jobs
+from sync import refresh as sync_refresh
+from sync import snapshots as sync_snapshots
+from sync.documents import resource_named
 from sync.models import Invoice, Order, SyncCursor, SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import local_state, mirrored, shoptet_documents
@@ -17,8 +22,8 @@ pytestmark = pytest.mark.django_db
 
 
 def run_changes(installation: Installation, resource: str) -> SyncJob:
-    job = services.request_sync(installation=installation, resource=resource, mode="changes", cause="test")
-    return services.sync_changes(job=job)
+    job = sync_jobs.request_sync(installation=installation, resource=resource, mode="changes", cause="test")
+    return sync_changes.sync_changes(job=job)
 
 
 def cursor_of(installation: Installation, resource: str) -> datetime:
@@ -35,13 +40,13 @@ def test_the_first_run_without_a_snapshot_starts_the_cursor_at_now(
     job = run_changes(onboarded, "orders")
 
     assert (job.status, job.received, job.note) == ("completed", 0, "first run: changes are read from now on")
-    assert before - services.CURSOR_OVERLAP <= cursor_of(onboarded, "orders") <= timezone.now()
+    assert before - sync_jobs.CURSOR_OVERLAP <= cursor_of(onboarded, "orders") <= timezone.now()
     assert fake_shoptet.request_count("GET", r"/changes") == 0
 
 
 def test_no_cursor_while_a_snapshot_runs(onboarded: Installation, jobs_on_demand: FakeShoptet) -> None:
-    services.start_snapshot(
-        job=services.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
+    sync_snapshots.start_snapshot(
+        job=sync_jobs.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
     )
 
     job = run_changes(onboarded, "orders")
@@ -68,7 +73,7 @@ def test_changes_since_the_cursor_are_applied_and_the_cursor_moves(
     assert mirrored(mirrored_shop, "orders") == shoptet_documents(fake, mirrored_shop, "orders")
     assert Order.objects.get(installation=mirrored_shop, code=codes[1]).deleted_at is not None
     assert created in mirrored(mirrored_shop, "orders")
-    assert cursor_of(mirrored_shop, "orders") >= started - services.CURSOR_OVERLAP
+    assert cursor_of(mirrored_shop, "orders") >= started - sync_jobs.CURSOR_OVERLAP
     assert fake.request_count("GET", r"^/api/orders/changes$") == 1
     assert local_state(other_onboarded) == other_before
 
@@ -80,7 +85,7 @@ def test_changes_that_webhooks_already_brought_are_skipped(
     shop = mirrored_shop.eshop_id
     code = sorted(fake.eshops[shop].orders)[0]
     fresh = fake.update_order(shop, code, paid=True, webhook=False)
-    services.upsert_document(installation=mirrored_shop, resource=services.resource_named("orders"), document=fresh)
+    sync_refresh.upsert_document(installation=mirrored_shop, resource=resource_named("orders"), document=fresh)
     details = r"^/api/orders/(?!changes$|snapshot$)[^/]+$"
     details_before = fake.request_count("GET", details)
 
@@ -110,16 +115,16 @@ def test_a_run_that_fails_midway_leaves_the_cursor_and_the_rerun_converges(
         fake.create_invoice(mirrored_shop.eshop_id, webhook=False)
     cursor_before = cursor_of(mirrored_shop, "invoices")
     fake.add_fault("GET", r"^/api/invoices/changes$", 500, times=10)
-    job = services.request_sync(installation=mirrored_shop, resource="invoices", mode="changes", cause="test")
+    job = sync_jobs.request_sync(installation=mirrored_shop, resource="invoices", mode="changes", cause="test")
 
-    with pytest.raises(services.ShoptetError):
-        services.sync_changes(job=job)
+    with pytest.raises(ShoptetError):
+        sync_changes.sync_changes(job=job)
 
     job.refresh_from_db()
     assert job.status == "requested"  # handed back for the task's retry
     assert cursor_of(mirrored_shop, "invoices") == cursor_before
     fake.clear_faults()
-    job = services.sync_changes(job=job)
+    job = sync_changes.sync_changes(job=job)
     assert (job.status, job.imported) == ("completed", 25)
     assert mirrored(mirrored_shop, "invoices") == shoptet_documents(fake, mirrored_shop, "invoices")
 
@@ -131,10 +136,10 @@ def test_out_of_order_changes_keep_the_newest(mirrored_shop: Installation, jobs_
     older = fake.update_order(shop, code, email="first@example.cz", webhook=False)
     fake.advance_time(30)
     newer = fake.update_order(shop, code, email="second@example.cz", webhook=False)
-    orders = services.resource_named("orders")
+    orders = resource_named("orders")
 
-    assert services.upsert_document(installation=mirrored_shop, resource=orders, document=newer) is True
-    assert services.upsert_document(installation=mirrored_shop, resource=orders, document=older) is False
+    assert sync_refresh.upsert_document(installation=mirrored_shop, resource=orders, document=newer) is True
+    assert sync_refresh.upsert_document(installation=mirrored_shop, resource=orders, document=older) is False
 
     order = Order.objects.get(installation=mirrored_shop, code=code)
     assert (order.email, order.data) == ("second@example.cz", newer)
@@ -169,7 +174,7 @@ def test_a_cursor_older_than_shoptet_s_window_runs_an_incremental_snapshot(
         "changes cursor older than Shoptet's window",
     )
     fake.finish_job(shop, snapshot.shoptet_job_id)
-    snapshot = services.import_snapshot(job=snapshot)
+    snapshot = sync_snapshots.import_snapshot(job=snapshot)
     # Shoptet filtered by changeTimeFrom: only what changed since the cursor was in the file.
     assert 0 < len(changed_since) < len(fake.eshops[shop].orders)
     assert (snapshot.status, snapshot.received, snapshot.imported) == (
@@ -179,7 +184,7 @@ def test_a_cursor_older_than_shoptet_s_window_runs_an_incremental_snapshot(
     )
     assert snapshot.deleted == 0  # incremental: absence from it means nothing
     assert mirrored(mirrored_shop, "orders") == shoptet_documents(fake, mirrored_shop, "orders")
-    assert cursor_of(mirrored_shop, "orders") == snapshot.created_at - services.CURSOR_OVERLAP
+    assert cursor_of(mirrored_shop, "orders") == snapshot.created_at - sync_jobs.CURSOR_OVERLAP
 
 
 def test_token_expiry_and_429s_during_a_changes_run(
@@ -204,13 +209,13 @@ def test_reconciliation_runs_for_active_installations_only(
 ) -> None:
     other_onboarded.transition_to(Installation.Status.SUSPENDED, cause="test")
 
-    jobs = services.request_changes_everywhere()
+    jobs = sync_jobs.request_changes_everywhere()
 
     assert sorted((job.installation_id, job.resource) for job in jobs) == [
         (onboarded.pk, "invoices"),
         (onboarded.pk, "orders"),
     ]
-    assert services.request_changes_everywhere() == []  # those are still in flight
+    assert sync_jobs.request_changes_everywhere() == []  # those are still in flight
     other_onboarded.transition_to(Installation.Status.UNINSTALLED, cause="test")
     assert not SyncJob.objects.filter(installation=other_onboarded).exists()
 
@@ -218,11 +223,11 @@ def test_reconciliation_runs_for_active_installations_only(
 def test_a_job_of_a_suspended_installation_fails_without_calling_shoptet(
     mirrored_shop: Installation, jobs_on_demand: FakeShoptet
 ) -> None:
-    job = services.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
+    job = sync_jobs.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
     mirrored_shop.transition_to(Installation.Status.SUSPENDED, cause="test")
     requests_before = jobs_on_demand.request_count(None, r".*")
 
-    job = services.sync_changes(job=job)
+    job = sync_changes.sync_changes(job=job)
 
     assert (job.status, job.error) == ("failed", f"e-shop {mirrored_shop.eshop_id} is suspended: not synced")
     assert jobs_on_demand.request_count(None, r".*") == requests_before
@@ -233,7 +238,7 @@ def test_old_finished_changes_jobs_are_pruned(onboarded: Installation, other_onb
     recent = run_changes(other_onboarded, "orders")
     SyncJob.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(days=31))
 
-    assert services.prune_jobs() == 1
+    assert sync_jobs.prune_jobs() == 1
 
     assert list(SyncJob.objects.values_list("pk", flat=True)) == [recent.pk]
 
@@ -246,7 +251,7 @@ def test_pruning_takes_a_bounded_slice_oldest_first(onboarded: Installation) -> 
     for age, run in enumerate(runs):
         SyncJob.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(days=40 + age))
 
-    assert services.prune_jobs(limit=2) == 2
+    assert sync_jobs.prune_jobs(limit=2) == 2
 
     assert sorted(SyncJob.objects.values_list("pk", flat=True)) == [run.pk for run in runs[:3]]
     assert Invoice.objects.count() == 0

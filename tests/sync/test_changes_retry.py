@@ -14,7 +14,9 @@ from django.utils import timezone, translation
 
 from installations.models import Installation
 from shoptet_api import client as shoptet_client
-from sync import services, tasks
+from shoptet_api.errors import ShoptetError
+from sync import changes, jobs, refresh, tasks
+from sync.documents import resource_named
 from sync.models import Invoice, Order, RefreshRequest, SyncCursor, SyncJob
 from tests.addon.conftest import log_in
 from tests.fakes.shoptet import FakeShoptet
@@ -132,10 +134,7 @@ def test_a_failed_changes_run_is_retried_until_every_document_is_right(
             "",
             None,
         )
-        assert (
-            state.changes_from is not None
-            and state.changes_from > failed[resource].created_at - services.CURSOR_OVERLAP
-        )
+        assert state.changes_from is not None and state.changes_from > failed[resource].created_at - jobs.CURSOR_OVERLAP
     assert created_order in mirrored(mirrored_shop, "orders")
     assert created_invoice in mirrored(mirrored_shop, "invoices")
     assert Order.objects.get(installation=mirrored_shop, code=orders[1]).deleted_at is not None
@@ -146,7 +145,7 @@ def test_a_failed_changes_run_is_retried_until_every_document_is_right(
 
 
 def test_retries_come_later_after_each_failure_up_to_an_hour() -> None:
-    delays = [services.retry_delay(failures) for failures in range(1, 10)]
+    delays = [jobs.retry_delay(failures) for failures in range(1, 10)]
 
     assert delays == [timedelta(minutes=minutes) for minutes in (1, 2, 4, 8, 16, 32, 60, 60, 60)]
 
@@ -159,7 +158,7 @@ def test_a_failing_retry_backs_off_and_a_later_success_clears_the_failure(
     cursor_before = cursor(mirrored_shop, "orders").changes_from
     fake.add_fault("GET", r"^/api/orders/changes$", 503, times=10_000)
     tasks.sync_changes.delay(
-        services.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test").pk
+        jobs.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test").pk
     )
 
     make_retries_due(mirrored_shop)
@@ -194,52 +193,52 @@ def test_a_refused_run_is_retried_too_but_not_for_a_suspended_e_shop(
     mirrored_shop: Installation, jobs_on_demand: FakeShoptet
 ) -> None:
     jobs_on_demand.add_fault("GET", r"^/api/orders/changes$", 403, error_code="invalid-token-no-rights", times=1)
-    refused = services.sync_changes(
-        job=services.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
+    refused = changes.sync_changes(
+        job=jobs.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
     )
-    job = services.request_sync(installation=mirrored_shop, resource="invoices", mode="changes", cause="test")
+    job = jobs.request_sync(installation=mirrored_shop, resource="invoices", mode="changes", cause="test")
     mirrored_shop.transition_to(Installation.Status.SUSPENDED, cause="test")
 
-    suspended = services.sync_changes(job=job)
+    suspended = changes.sync_changes(job=job)
 
     assert (refused.status, suspended.status) == ("failed", "failed")
     assert cursor(mirrored_shop, "orders").failures == 1
     assert cursor(mirrored_shop, "invoices").failures == 0
     make_retries_due(mirrored_shop)
-    assert services.claim_due_work().changes == []  # held while suspended, like its webhooks
+    assert jobs.claim_due_work().changes == []  # held while suspended, like its webhooks
 
 
 def test_a_due_retry_never_runs_beside_the_run_in_flight(
     mirrored_shop: Installation, jobs_on_demand: FakeShoptet, fast_backoff: None
 ) -> None:
     jobs_on_demand.add_fault("GET", r"^/api/orders/changes$", 503, times=shoptet_client.MAX_ATTEMPTS)
-    job = services.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
-    with pytest.raises(services.ShoptetError):
-        services.sync_changes(job=job)
-    services.fail_job(job=job, error="gave up")
-    running = services.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="hourly")
+    job = jobs.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
+    with pytest.raises(ShoptetError):
+        changes.sync_changes(job=job)
+    jobs.fail_job(job=job, error="gave up")
+    running = jobs.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="hourly")
     make_retries_due(mirrored_shop)
 
-    relay = services.claim_due_work()
+    relay = jobs.claim_due_work()
 
     assert relay.changes == []
     assert (
         SyncJob.objects.filter(installation=mirrored_shop, mode="changes", status__in=SyncJob.UNFINISHED).count() == 1
     )
     assert cursor(mirrored_shop, "orders").retry_at is None  # taken off the schedule: the run in flight decides
-    assert services.claim_due_work() == services.Relay()
-    assert services.sync_changes(job=running).status == "completed"
+    assert jobs.claim_due_work() == jobs.Relay()
+    assert changes.sync_changes(job=running).status == "completed"
     assert cursor(mirrored_shop, "orders").failures == 0
 
 
 def test_a_claimed_run_is_not_run_again_by_a_second_worker(
     mirrored_shop: Installation, jobs_on_demand: FakeShoptet
 ) -> None:
-    job = services.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
+    job = jobs.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
     SyncJob.objects.filter(pk=job.pk).update(status="running")  # another worker claimed it
     requests_before = jobs_on_demand.request_count(None, r".*")
 
-    again = services.sync_changes(job=job)
+    again = changes.sync_changes(job=job)
 
     assert again.status == "running"
     assert jobs_on_demand.request_count(None, r".*") == requests_before
@@ -248,14 +247,14 @@ def test_a_claimed_run_is_not_run_again_by_a_second_worker(
 def test_a_run_whose_worker_died_is_handed_back_and_completes(
     mirrored_shop: Installation, jobs_on_demand: FakeShoptet
 ) -> None:
-    job = services.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
+    job = jobs.request_sync(installation=mirrored_shop, resource="orders", mode="changes", cause="test")
     SyncJob.objects.filter(pk=job.pk).update(status="running")
-    SyncJob.objects.filter(pk=job.pk).update(updated_at=timezone.now() - services.STALE_RUN - timedelta(minutes=1))
+    SyncJob.objects.filter(pk=job.pk).update(updated_at=timezone.now() - jobs.STALE_RUN - timedelta(minutes=1))
 
-    relay = services.claim_due_work()
+    relay = jobs.claim_due_work()
 
     assert relay.changes == [job.pk]
-    assert services.sync_changes(job=job).status == "completed"
+    assert changes.sync_changes(job=job).status == "completed"
 
 
 def test_one_e_shop_s_failures_do_not_hold_back_another_s_runs(
@@ -266,8 +265,8 @@ def test_one_e_shop_s_failures_do_not_hold_back_another_s_runs(
     fast_backoff: None,
 ) -> None:
     fake = jobs_on_demand
-    services.sync_changes(
-        job=services.request_sync(installation=other_onboarded, resource="orders", mode="changes", cause="first")
+    changes.sync_changes(
+        job=jobs.request_sync(installation=other_onboarded, resource="orders", mode="changes", cause="first")
     )
     other_created = fake.create_order(other_onboarded.eshop_id, webhook=False)
     # Runs go e-shop by e-shop: these faults are all spent by the first e-shop's failing orders run.
@@ -300,18 +299,18 @@ def test_a_refresh_run_that_fails_after_its_retries_keeps_the_cursor_and_its_req
     fake = jobs_on_demand
     code = sorted(fake.eshops[mirrored_shop.eshop_id].invoices)[0]
     fake.update_invoice(mirrored_shop.eshop_id, code, webhook=False, isValid=False)
-    invoices = services.resource_named("invoices")
-    services.queue_refresh(installation=mirrored_shop, resource=invoices, codes=[code])
+    invoices = resource_named("invoices")
+    refresh.queue_refresh(installation=mirrored_shop, resource=invoices, codes=[code])
     before = local_state(mirrored_shop)
     fake.add_fault("GET", INVOICE_DETAILS, 500, times=10_000)
     result = tasks.refresh_documents.delay(mirrored_shop.pk, "invoices")
 
-    assert isinstance(result.result, services.ShoptetError)
+    assert isinstance(result.result, ShoptetError)
 
     assert local_state(mirrored_shop) == before
     assert list(RefreshRequest.objects.values_list("code", "claim")) == [(code, "")]  # free for the relay
     fake.clear_faults()
-    RefreshRequest.objects.update(requested_at=timezone.now() - services.REFRESH_STALE - timedelta(seconds=1))
+    RefreshRequest.objects.update(requested_at=timezone.now() - refresh.REFRESH_STALE - timedelta(seconds=1))
     tasks.relay_sync_work.delay()
     assert not RefreshRequest.objects.exists()
     assert mirrored(mirrored_shop, "invoices") == shoptet_documents(fake, mirrored_shop, "invoices")

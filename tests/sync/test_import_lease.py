@@ -15,7 +15,7 @@ from django.db import connection, connections
 
 from config.celery import app as celery_app
 from installations import services as installation_services
-from sync import services
+from sync import snapshots
 from sync.models import Order, OrderItem, SyncJob
 from tests.conftest import install_via_fake
 from tests.fakes.shoptet import FakeShoptet
@@ -44,7 +44,7 @@ def test_two_runs_of_one_job_at_once_import_it_once(fake_shoptet: FakeShoptet) -
 
     def first_run() -> None:
         try:
-            outcome["first"] = services.import_snapshot(job=SyncJob.objects.get(pk=job.pk))
+            outcome["first"] = snapshots.import_snapshot(job=SyncJob.objects.get(pk=job.pk))
         finally:
             connections.close_all()
 
@@ -56,7 +56,7 @@ def test_two_runs_of_one_job_at_once_import_it_once(fake_shoptet: FakeShoptet) -
         time.sleep(0.01)
     details_before = fake_shoptet.request_count("GET", r"/api/system/jobs/")
 
-    second = services.import_snapshot(job=SyncJob.objects.get(pk=job.pk))
+    second = snapshots.import_snapshot(job=SyncJob.objects.get(pk=job.pk))
 
     assert second.status == "importing"
     assert fake_shoptet.request_count("GET", r"/api/system/jobs/") == details_before

@@ -17,7 +17,7 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from installations import services as installation_services
-from sync import leases, services
+from sync import jobs, leases, snapshots
 from sync.models import Order, OrderItem, SyncCursor, SyncJob
 from tests.conftest import install_via_fake
 from tests.fakes.shoptet import FakeShoptet
@@ -94,9 +94,9 @@ def test_a_worker_killed_mid_import_leaves_nothing_and_the_redelivery_completes(
     assert not SyncCursor.objects.filter(installation=shop).exists()
 
     # The killed run renews its lease no more: once it lapsed, the relay hands the job to a new run.
-    relay = services.claim_due_work(now=timezone.now() + leases.LEASE + timedelta(seconds=1))
+    relay = jobs.claim_due_work(now=timezone.now() + leases.LEASE + timedelta(seconds=1))
     assert relay.imports == [job.pk]
-    job = services.import_snapshot(job=job)
+    job = snapshots.import_snapshot(job=job)
 
     orders = fake_shoptet.eshops[shop.eshop_id].orders
     assert (job.status, job.received, job.imported, job.skipped) == ("completed", 2500, 2500, 0)
@@ -131,7 +131,7 @@ def test_a_second_import_of_a_job_being_imported_skips_at_once(
     holding.wait(timeout=10)
     started = time.monotonic()
     try:
-        second = services.import_snapshot(job=job)
+        second = snapshots.import_snapshot(job=job)
     finally:
         release.set()
         first.join()

@@ -21,10 +21,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
 from django.db import connection
 from installations.models import Installation
-from sync import services
+from sync import snapshots
 from sync.documents import ORDERS
 from sync.models import Order
-from sync.remote import ResultFileError
+from shoptet_api.jobs import ResultFileError
 
 assert connection.vendor == "sqlite", connection.vendor
 shop = Installation.objects.create(eshop_id=1, oauth_token="embedded")
@@ -34,7 +34,7 @@ for name in sys.argv[1:]:
     for installation in ([shop, other] if name == "first" else [shop]):
         try:
             with open(name + ".json.gz", "rb") as stream:
-                counts = services.import_file(installation=installation, resource=ORDERS, stream=stream)
+                counts = snapshots.import_file(installation=installation, resource=ORDERS, stream=stream)
             runs.append([counts.received, counts.imported, counts.skipped])
         except ResultFileError as error:
             runs.append(str(error))

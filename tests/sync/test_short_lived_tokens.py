@@ -8,7 +8,8 @@ import pytest
 
 from config import metrics
 from installations.models import Installation
-from sync import services
+from sync import changes as sync_changes
+from sync import jobs as sync_jobs
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import import_snapshot, mirrored, shoptet_documents
 
@@ -54,8 +55,8 @@ def test_snapshots_and_changes_with_5_second_tokens_and_60_ms_latency(
     for code in orders[20:25]:
         fake.create_invoice(eshop_id, code, webhook=False)
     changes = [
-        services.sync_changes(
-            job=services.request_sync(installation=onboarded, resource=resource, mode="changes", cause="test")
+        sync_changes.sync_changes(
+            job=sync_jobs.request_sync(installation=onboarded, resource=resource, mode="changes", cause="test")
         )
         for resource in ("orders", "invoices")
     ]

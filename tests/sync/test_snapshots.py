@@ -12,7 +12,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from installations.models import Installation
-from sync import services
+from sync import jobs, refresh, snapshots
+from sync.documents import resource_named
 from sync.models import Invoice, Order, SyncCursor, SyncJob
 from tests.conftest import install_via_fake
 from tests.fakes.shoptet import FakeShoptet
@@ -143,7 +144,7 @@ def test_a_completed_snapshot_starts_the_changes_cursor(onboarded: Installation,
     job = import_snapshot(jobs_on_demand, onboarded, "orders")
 
     cursor = SyncCursor.objects.get(installation=onboarded, resource="orders")
-    assert cursor.changes_from == job.created_at - services.CURSOR_OVERLAP
+    assert cursor.changes_from == job.created_at - jobs.CURSOR_OVERLAP
     assert not SyncCursor.objects.filter(installation=onboarded, resource="invoices").exists()
 
 
@@ -166,20 +167,20 @@ def test_one_snapshot_at_a_time_per_installation_and_resource(
 ) -> None:
     running = start_snapshot(onboarded, "orders")
 
-    with pytest.raises(services.SyncRunning) as refused:
-        services.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
+    with pytest.raises(jobs.SyncRunning) as refused:
+        jobs.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
 
     assert refused.value.job.pk == running.pk
-    assert services.request_sync(installation=onboarded, resource="invoices", mode="snapshot", cause="test")
-    assert services.request_sync(installation=other_onboarded, resource="orders", mode="snapshot", cause="test")
-    assert services.request_sync(installation=onboarded, resource="orders", mode="changes", cause="test")
+    assert jobs.request_sync(installation=onboarded, resource="invoices", mode="snapshot", cause="test")
+    assert jobs.request_sync(installation=other_onboarded, resource="orders", mode="snapshot", cause="test")
+    assert jobs.request_sync(installation=onboarded, resource="orders", mode="changes", cause="test")
     assert jobs_on_demand.request_count("GET", r"^/api/orders/snapshot$") == 1
 
 
 def test_starting_twice_asks_shoptet_once(onboarded: Installation, jobs_on_demand: FakeShoptet) -> None:
     job = start_snapshot(onboarded, "orders")
 
-    again = services.start_snapshot(job=job)
+    again = snapshots.start_snapshot(job=job)
 
     assert (again.status, again.shoptet_job_id) == ("running", job.shoptet_job_id)
     assert jobs_on_demand.request_count("GET", r"^/api/orders/snapshot$") == 1
@@ -221,9 +222,9 @@ def test_a_snapshot_never_replaces_newer_local_data(onboarded: Installation, job
     code = sorted(fake.eshops[onboarded.eshop_id].orders)[0]
     fake.advance_time(120)
     fresh = fake.update_order(onboarded.eshop_id, code, paid=True, webhook=False)
-    services.upsert_document(installation=onboarded, resource=services.resource_named("orders"), document=fresh)
+    refresh.upsert_document(installation=onboarded, resource=resource_named("orders"), document=fresh)
 
-    job = services.import_snapshot(job=stale)
+    job = snapshots.import_snapshot(job=stale)
 
     assert (job.status, job.received, job.imported, job.skipped) == ("completed", 5, 4, 1)
     order = Order.objects.get(installation=onboarded, code=code)
@@ -236,16 +237,16 @@ def test_lost_job_finished_is_found_by_polling(onboarded: Installation, jobs_on_
     fake.suppress_job_webhook = True
     job = start_snapshot(onboarded, "orders")
     assert job.started_at is not None
-    assert job.next_poll_at == job.started_at + services.POLL_DELAYS[0]
+    assert job.next_poll_at == job.started_at + snapshots.POLL_DELAYS[0]
 
-    assert services.poll_snapshot(job=job) is False
+    assert snapshots.poll_snapshot(job=job) is False
     job.refresh_from_db()
     assert (job.status, job.polls) == ("running", 1)
     assert job.next_poll_at is not None
 
     fake.finish_job(onboarded.eshop_id, job.shoptet_job_id)
-    assert services.poll_snapshot(job=job) is True
-    job = services.import_snapshot(job=job)
+    assert snapshots.poll_snapshot(job=job) is True
+    job = snapshots.import_snapshot(job=job)
 
     assert (job.status, job.imported, job.polls) == ("completed", 5, 1)
     assert mirrored(onboarded, "orders") == shoptet_documents(fake, onboarded, "orders")
@@ -259,17 +260,17 @@ def test_polling_stops_at_ten_unfinished_answers_and_the_job_fails_after_three_h
     detail_path = rf"^/api/system/jobs/{job.shoptet_job_id}$"
 
     for _ in range(15):
-        assert services.poll_snapshot(job=job) is False
-        services.import_snapshot(job=job)  # a stray job:finished must not spend Shoptet's 10 either
+        assert snapshots.poll_snapshot(job=job) is False
+        snapshots.import_snapshot(job=job)  # a stray job:finished must not spend Shoptet's 10 either
 
     job.refresh_from_db()
     assert fake.request_count("GET", detail_path) == 10
     assert (job.status, job.polls) == ("running", 10)
     assert job.started_at is not None
-    assert job.next_poll_at == job.started_at + services.JOB_TIMEOUT
+    assert job.next_poll_at == job.started_at + snapshots.JOB_TIMEOUT
 
-    SyncJob.objects.filter(pk=job.pk).update(started_at=timezone.now() - services.JOB_TIMEOUT)
-    assert services.poll_snapshot(job=job) is False
+    SyncJob.objects.filter(pk=job.pk).update(started_at=timezone.now() - snapshots.JOB_TIMEOUT)
+    assert snapshots.poll_snapshot(job=job) is False
 
     job.refresh_from_db()
     assert (job.status, job.error) == ("failed", f"Shoptet did not finish job {job.shoptet_job_id} within 3 hours")
@@ -279,11 +280,11 @@ def test_polling_stops_at_ten_unfinished_answers_and_the_job_fails_after_three_h
 
 def test_the_relay_polls_due_jobs_once(onboarded: Installation, jobs_on_demand: FakeShoptet) -> None:
     job = start_snapshot(onboarded, "orders")
-    later = timezone.now() + services.POLL_DELAYS[0] + timedelta(seconds=1)
+    later = timezone.now() + snapshots.POLL_DELAYS[0] + timedelta(seconds=1)
 
-    assert services.claim_due_work(now=timezone.now()).polls == []
-    assert services.claim_due_work(now=later).polls == [job.pk]
-    assert services.claim_due_work(now=later).polls == []
+    assert jobs.claim_due_work(now=timezone.now()).polls == []
+    assert jobs.claim_due_work(now=later).polls == [job.pk]
+    assert jobs.claim_due_work(now=later).polls == []
 
 
 def test_a_failed_job_fails_the_sync_and_a_retry_starts_a_new_one(
@@ -302,11 +303,11 @@ def test_a_failed_job_fails_the_sync_and_a_retry_starts_a_new_one(
     assert Order.objects.filter(installation=onboarded).count() == 0
     assert not SyncCursor.objects.filter(installation=onboarded).exists()
 
-    retried = services.retry_job(job=job)
+    retried = jobs.retry_job(job=job)
     assert (retried.status, retried.shoptet_job_id, retried.error, retried.attempts) == ("requested", "", "", 2)
-    retried = services.start_snapshot(job=retried)
+    retried = snapshots.start_snapshot(job=retried)
     fake.finish_job(onboarded.eshop_id, retried.shoptet_job_id)
-    retried = services.import_snapshot(job=retried)
+    retried = snapshots.import_snapshot(job=retried)
 
     assert (retried.status, retried.imported) == ("completed", 5)
     assert retried.shoptet_job_id != job.shoptet_job_id
@@ -320,7 +321,7 @@ def test_a_result_that_expired_by_its_valid_until_restarts_the_snapshot(
     job = finished_snapshot(fake, onboarded, "orders")
     first_shoptet_job = job.shoptet_job_id
 
-    job = services.import_snapshot(job=job)
+    job = snapshots.import_snapshot(job=job)
 
     assert (job.status, job.restarts) == ("running", 1)
     assert job.shoptet_job_id != first_shoptet_job
@@ -330,7 +331,7 @@ def test_a_result_that_expired_by_its_valid_until_restarts_the_snapshot(
 
     fake.result_validity = 3600
     fake.finish_job(onboarded.eshop_id, job.shoptet_job_id)
-    job = services.import_snapshot(job=job)
+    job = snapshots.import_snapshot(job=job)
     assert (job.status, job.imported, job.restarts) == ("completed", 5, 1)
 
 
@@ -340,27 +341,27 @@ def test_a_result_file_already_gone_restarts_the_snapshot(onboarded: Installatio
     job = finished_snapshot(fake, onboarded, "orders")
     fake.advance_time(25 * 3600)
 
-    job = services.import_snapshot(job=job)
+    job = snapshots.import_snapshot(job=job)
 
     assert (job.status, job.restarts, job.note) == ("running", 1, "the result file is gone (HTTP 404)")
     assert Order.objects.filter(installation=onboarded).count() == 0
     fake.finish_job(onboarded.eshop_id, job.shoptet_job_id)
-    assert services.import_snapshot(job=job).status == "completed"
+    assert snapshots.import_snapshot(job=job).status == "completed"
 
 
 def test_restarts_are_limited(onboarded: Installation, jobs_on_demand: FakeShoptet) -> None:
     fake = jobs_on_demand
     fake.result_validity = -60
     job = finished_snapshot(fake, onboarded, "orders")
-    for _ in range(services.MAX_RESTARTS):
-        job = services.import_snapshot(job=job)
+    for _ in range(snapshots.MAX_RESTARTS):
+        job = snapshots.import_snapshot(job=job)
         fake.finish_job(onboarded.eshop_id, job.shoptet_job_id)
 
-    job = services.import_snapshot(job=job)
+    job = snapshots.import_snapshot(job=job)
 
     assert job.status == "failed"
-    assert job.error.endswith(f"; gave up after {services.MAX_RESTARTS} new jobs")
-    assert fake.request_count("GET", r"^/api/orders/snapshot$") == services.MAX_RESTARTS + 1
+    assert job.error.endswith(f"; gave up after {snapshots.MAX_RESTARTS} new jobs")
+    assert fake.request_count("GET", r"^/api/orders/snapshot$") == snapshots.MAX_RESTARTS + 1
 
 
 def _truncated(content: bytes) -> bytes:
@@ -407,14 +408,14 @@ def test_a_bad_result_file_fails_the_job_changes_nothing_and_a_retry_succeeds(
     damage, message = BAD_FILES[kind]
     fake.add_fault("GET", r"/api-results/", 200, body=damage(result_content(fake, onboarded, job)))
 
-    job = services.import_snapshot(job=job)
+    job = snapshots.import_snapshot(job=job)
 
     assert job.status == "failed"
     assert job.error.startswith(message), job.error
     assert (job.received, job.imported) == (0, 0)
     assert (local_state(onboarded), local_state(other_onboarded)) == before
 
-    job = services.import_snapshot(job=services.retry_job(job=job))
+    job = snapshots.import_snapshot(job=jobs.retry_job(job=job))
 
     # An equal change time is taken too: Shoptet's times have whole seconds, two changes may share one.
     assert (job.status, job.error, job.received, job.imported, job.attempts) == ("completed", "", 6, 6, 2)
@@ -430,7 +431,7 @@ def test_token_expiry_and_rate_limits_during_a_snapshot(
     fake.expire_api_tokens(onboarded.eshop_id)
     fake.add_fault("GET", r"^/api/system/jobs/", 429, times=2, headers={"Retry-After": "0"})
 
-    job = services.import_snapshot(job=job)
+    job = snapshots.import_snapshot(job=job)
 
     assert (job.status, job.imported) == ("completed", 3)
     assert mirrored(onboarded, "invoices") == shoptet_documents(fake, onboarded, "invoices")
@@ -438,15 +439,15 @@ def test_token_expiry_and_rate_limits_during_a_snapshot(
 
 
 def test_suspended_installations_start_nothing(onboarded: Installation, jobs_on_demand: FakeShoptet) -> None:
-    job = services.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
+    job = jobs.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
     onboarded.transition_to(Installation.Status.SUSPENDED, cause="test")
 
-    job = services.start_snapshot(job=job)
+    job = snapshots.start_snapshot(job=job)
 
     assert (job.status, job.error) == ("failed", f"e-shop {onboarded.eshop_id} is suspended: not synced")
     assert jobs_on_demand.request_count("GET", r"/api/orders/snapshot") == 0
-    with pytest.raises(services.SyncError, match="is suspended: nothing can be synced"):
-        services.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
+    with pytest.raises(jobs.SyncError, match="is suspended: nothing can be synced"):
+        jobs.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
 
 
 def test_a_bigger_e_shop_imports_in_one_go(fake_shoptet: FakeShoptet, jobs_on_demand: FakeShoptet, db: None) -> None:

@@ -9,7 +9,10 @@ from django.utils import timezone
 
 from installations import tasks as installation_tasks
 from installations.models import Installation
-from sync import services, tasks
+from sync import jobs as sync_jobs
+from sync import refresh as sync_refresh
+from sync import tasks
+from sync.documents import resource_named
 from sync.models import Order, RefreshRequest, SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import finished_snapshot, mirrored, shoptet_documents
@@ -53,11 +56,11 @@ def test_the_initial_import_can_be_turned_off(
 def test_a_failed_initial_import_is_requested_again_by_the_next_onboarding(
     onboarded: Installation, jobs_on_demand: FakeShoptet
 ) -> None:
-    first = services.request_initial_import(installation=onboarded)
+    first = sync_jobs.request_initial_import(installation=onboarded)
     SyncJob.objects.filter(pk__in=[job.pk for job in first], resource="orders").update(status="failed")
     SyncJob.objects.filter(pk__in=[job.pk for job in first], resource="invoices").update(status="completed")
 
-    again = services.request_initial_import(installation=onboarded)
+    again = sync_jobs.request_initial_import(installation=onboarded)
 
     assert [(job.resource, job.status) for job in again] == [("orders", "requested")]
 
@@ -75,7 +78,7 @@ def test_import_task_runs_the_import(onboarded: Installation, jobs_on_demand: Fa
 def test_the_task_fails_the_job_after_its_last_retry(
     onboarded: Installation, jobs_on_demand: FakeShoptet, eager_tasks: None, fast_backoff: None
 ) -> None:
-    job = services.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
+    job = sync_jobs.request_sync(installation=onboarded, resource="orders", mode="snapshot", cause="test")
     jobs_on_demand.add_fault("GET", r"^/api/orders/snapshot$", 503, times=1000)
 
     tasks.start_snapshot.apply(args=(job.pk,), retries=tasks.MAX_RETRIES)
@@ -89,10 +92,10 @@ def test_the_task_fails_the_job_after_its_last_retry(
 def test_the_relay_sends_lost_work_again_and_polls_due_jobs(
     onboarded: Installation, jobs_on_demand: FakeShoptet, eager_tasks: None
 ) -> None:
-    lost_start = services.request_sync(installation=onboarded, resource="invoices", mode="snapshot", cause="test")
+    lost_start = sync_jobs.request_sync(installation=onboarded, resource="invoices", mode="snapshot", cause="test")
     polled = finished_snapshot(jobs_on_demand, onboarded, "orders")
     code = sorted(jobs_on_demand.eshops[onboarded.eshop_id].orders)[0]
-    services.queue_refresh(installation=onboarded, resource=services.resource_named("orders"), codes=[code])
+    sync_refresh.queue_refresh(installation=onboarded, resource=resource_named("orders"), codes=[code])
     an_hour_ago = timezone.now() - timedelta(hours=1)
     SyncJob.objects.filter(pk=lost_start.pk).update(enqueued_at=an_hour_ago)
     SyncJob.objects.filter(pk=polled.pk).update(next_poll_at=an_hour_ago)
@@ -104,18 +107,18 @@ def test_the_relay_sends_lost_work_again_and_polls_due_jobs(
     polled.refresh_from_db()
     assert (lost_start.status, polled.status, polled.imported) == ("running", "completed", 5)
     assert not RefreshRequest.objects.exists()
-    assert services.claim_due_work() == services.Relay()
+    assert sync_jobs.claim_due_work() == sync_jobs.Relay()
 
 
 def test_a_stuck_import_is_sent_again(onboarded: Installation, jobs_on_demand: FakeShoptet) -> None:
     job = finished_snapshot(jobs_on_demand, onboarded, "orders")
     SyncJob.objects.filter(pk=job.pk).update(status="importing")
-    SyncJob.objects.filter(pk=job.pk).update(updated_at=timezone.now() - services.STALE_RUN - timedelta(minutes=1))
+    SyncJob.objects.filter(pk=job.pk).update(updated_at=timezone.now() - sync_jobs.STALE_RUN - timedelta(minutes=1))
 
-    relay = services.claim_due_work()
+    relay = sync_jobs.claim_due_work()
 
     assert (relay.imports, relay.starts, relay.changes) == ([job.pk], [], [])
-    assert services.claim_due_work().imports == []
+    assert sync_jobs.claim_due_work().imports == []
 
 
 def test_hourly_reconciliation_enqueues_changes_runs(

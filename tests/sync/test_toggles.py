@@ -12,7 +12,9 @@ from django.utils import timezone
 from installations import addon_settings
 from installations.auth import Admin
 from installations.models import Installation
-from sync import services
+from shoptet_api.client import shoptet_time
+from sync import jobs as sync_jobs
+from sync import snapshots as sync_snapshots
 from sync.models import Order, SyncCursor, SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import deliver, import_snapshot
@@ -63,21 +65,21 @@ def test_orders_switched_off_get_no_refresh_changes_or_snapshot(
     assert deliver(client, mirrored_shop, "order:create", created) == 200
     assert deliver(client, with_orders, "order:create", other_created) == 200
     process()
-    jobs = services.request_changes_everywhere()
+    jobs = sync_jobs.request_changes_everywhere()
 
     assert not Order.objects.filter(installation=mirrored_shop, code=created).exists()
     assert Order.objects.filter(installation=with_orders, code=other_created).exists()
     assert sorted((job.installation_id, job.resource) for job in jobs) == sorted(
         [(mirrored_shop.pk, "invoices"), (with_orders.pk, "orders"), (with_orders.pk, "invoices")]
     )
-    with pytest.raises(services.SyncError):
-        services.request_sync(installation=mirrored_shop, resource="orders", mode="snapshot", cause="test")
+    with pytest.raises(sync_jobs.SyncError):
+        sync_jobs.request_sync(installation=mirrored_shop, resource="orders", mode="snapshot", cause="test")
 
 
 def test_no_initial_import_of_a_resource_switched_off(onboarded: Installation, jobs_on_demand: FakeShoptet) -> None:
     change(onboarded, sync_invoices=False)
 
-    jobs = services.request_initial_import(installation=onboarded)
+    jobs = sync_jobs.request_initial_import(installation=onboarded)
 
     assert [job.resource for job in jobs] == ["orders"]
 
@@ -122,7 +124,7 @@ def test_switching_on_catches_up_from_the_moment_it_was_switched_off(
         change(mirrored_shop, sync_orders=True)
 
     reads = queries(fake, mirrored_shop, "/api/orders/changes")
-    assert [query["from"] for query in reads] == [services.remote.shoptet_time(off_at)]
+    assert [query["from"] for query in reads] == [shoptet_time(off_at)]
     assert Order.objects.filter(installation=mirrored_shop, code=created).exists()
 
 
@@ -144,11 +146,11 @@ def test_the_snapshot_asks_only_for_documents_from_the_import_from_date(
     fake = jobs_on_demand
     change(onboarded, import_since=date(2026, 1, 15))
 
-    services.start_snapshot(
-        job=services.request_sync(installation=onboarded, resource="invoices", mode="snapshot", cause="test")
+    sync_snapshots.start_snapshot(
+        job=sync_jobs.request_sync(installation=onboarded, resource="invoices", mode="snapshot", cause="test")
     )
-    services.start_snapshot(
-        job=services.request_sync(installation=other_onboarded, resource="invoices", mode="snapshot", cause="test")
+    sync_snapshots.start_snapshot(
+        job=sync_jobs.request_sync(installation=other_onboarded, resource="invoices", mode="snapshot", cause="test")
     )
 
     (first,) = queries(fake, onboarded, "/api/invoices/snapshot")
@@ -188,9 +190,9 @@ def test_an_earlier_import_from_date_imports_the_missing_range(
 
     change(onboarded, import_since=date(2024, 1, 1))
     job = SyncJob.objects.filter(installation=onboarded, resource="orders", status="requested").get()
-    job = services.start_snapshot(job=job)
+    job = sync_snapshots.start_snapshot(job=job)
     fake.finish_job(onboarded.eshop_id, job.shoptet_job_id)
-    services.import_snapshot(job=job)
+    sync_snapshots.import_snapshot(job=job)
 
     missing_range = queries(fake, onboarded, "/api/orders/snapshot")[-1]
     assert (missing_range["creationTimeFrom"], missing_range["creationTimeTo"]) == (
@@ -210,7 +212,7 @@ def test_a_due_changes_retry_of_a_resource_switched_off_is_dropped(
         )
     change(mirrored_shop, sync_orders=False)
 
-    relay = services.claim_due_work()
+    relay = sync_jobs.claim_due_work()
 
     retried = SyncJob.objects.filter(pk__in=relay.changes).values_list("installation_id", "resource")
     assert list(retried) == [(other_onboarded.pk, "orders")]

@@ -12,15 +12,17 @@ from django.db import connections
 from django.test import Client
 
 from installations.models import Installation
-from sync import services
+from shoptet_api.errors import ShoptetError
+from sync import refresh as sync_refresh
+from sync.documents import resource_named
 from sync.models import Invoice, Order, RefreshRequest, SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import deliver, import_snapshot, local_state, mirrored, shoptet_documents, start_snapshot
 
 pytestmark = pytest.mark.django_db
 
-ORDERS = services.resource_named("orders")
-INVOICES = services.resource_named("invoices")
+ORDERS = resource_named("orders")
+INVOICES = resource_named("invoices")
 
 
 def detail_requests(fake: FakeShoptet, resource: str, code: str) -> int:
@@ -94,10 +96,10 @@ def test_a_late_update_does_not_bring_back_a_deleted_order(
     code = sorted(fake.eshops[mirrored_shop.eshop_id].orders)[0]
     stale = fake.order_detail(mirrored_shop.eshop_id, code, ("notes", "shippingDetails"))
     fake.delete_order(mirrored_shop.eshop_id, code, webhook=False)
-    services.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[code])
-    services.refresh_pending(installation=mirrored_shop, resource=ORDERS)
+    sync_refresh.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[code])
+    sync_refresh.refresh_pending(installation=mirrored_shop, resource=ORDERS)
 
-    assert services.upsert_document(installation=mirrored_shop, resource=ORDERS, document=stale) is False
+    assert sync_refresh.upsert_document(installation=mirrored_shop, resource=ORDERS, document=stale) is False
     assert Order.objects.get(installation=mirrored_shop, code=code).deleted_at is not None
 
 
@@ -163,9 +165,9 @@ def test_many_events_for_one_code_make_one_request(mirrored_shop: Installation, 
     fake = jobs_on_demand
     code = sorted(fake.eshops[mirrored_shop.eshop_id].orders)[0]
     for _ in range(3):
-        services.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[code])
+        sync_refresh.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[code])
 
-    outcome = services.refresh_pending(installation=mirrored_shop, resource=ORDERS)
+    outcome = sync_refresh.refresh_pending(installation=mirrored_shop, resource=ORDERS)
 
     assert (outcome.counts, outcome.more) == ({"imported": 1}, False)
     assert detail_requests(fake, "orders", code) == 1
@@ -177,14 +179,14 @@ def test_a_failed_fetch_leaves_the_code_for_the_retry(
 ) -> None:
     fake = jobs_on_demand
     first, second = sorted(fake.eshops[mirrored_shop.eshop_id].orders)[:2]
-    services.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[first, second])
+    sync_refresh.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[first, second])
     fake.add_fault("GET", rf"^/api/orders/{second}$", 503, times=5)
 
-    with pytest.raises(services.ShoptetError):
-        services.refresh_pending(installation=mirrored_shop, resource=ORDERS)
+    with pytest.raises(ShoptetError):
+        sync_refresh.refresh_pending(installation=mirrored_shop, resource=ORDERS)
 
     assert list(RefreshRequest.objects.values_list("code", "claim", "claimed_at")) == [(second, "", None)]
-    outcome = services.refresh_pending(installation=mirrored_shop, resource=ORDERS)
+    outcome = sync_refresh.refresh_pending(installation=mirrored_shop, resource=ORDERS)
     assert outcome.counts == {"imported": 1}
     assert not RefreshRequest.objects.exists()
 
@@ -193,10 +195,10 @@ def test_a_suspended_installation_keeps_its_refreshes_for_later(
     mirrored_shop: Installation, jobs_on_demand: FakeShoptet
 ) -> None:
     code = sorted(jobs_on_demand.eshops[mirrored_shop.eshop_id].orders)[0]
-    services.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[code])
+    sync_refresh.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[code])
     mirrored_shop.transition_to(Installation.Status.SUSPENDED, cause="test")
 
-    outcome = services.refresh_pending(installation=mirrored_shop, resource=ORDERS)
+    outcome = sync_refresh.refresh_pending(installation=mirrored_shop, resource=ORDERS)
 
     assert outcome.counts == {}
     assert list(RefreshRequest.objects.values_list("code", flat=True)) == [code]
@@ -208,14 +210,14 @@ def test_an_event_during_a_fetch_makes_another_fetch(onboarded: Installation, fa
     """The fetch may have read the state before the change the new event announces."""
     fake = fake_shoptet
     code = sorted(fake.eshops[onboarded.eshop_id].orders)[0]
-    services.queue_refresh(installation=onboarded, resource=ORDERS, codes=[code])
+    sync_refresh.queue_refresh(installation=onboarded, resource=ORDERS, codes=[code])
     fake.add_fault("GET", rf"^/api/orders/{code}$", 0, delay=0.5, times=1)
     fetching = threading.Event()
 
     def refresh() -> None:
         try:
             fetching.set()
-            services.refresh_pending(installation=onboarded, resource=ORDERS)
+            sync_refresh.refresh_pending(installation=onboarded, resource=ORDERS)
         finally:
             connections.close_all()
 
@@ -227,7 +229,7 @@ def test_an_event_during_a_fetch_makes_another_fetch(onboarded: Installation, fa
         assert time.monotonic() < deadline, "the worker never claimed the code"
         time.sleep(0.01)
     updated = fake.update_order(onboarded.eshop_id, code, paid=True, webhook=False)
-    services.queue_refresh(installation=onboarded, resource=ORDERS, codes=[code])
+    sync_refresh.queue_refresh(installation=onboarded, resource=ORDERS, codes=[code])
     worker.join()
 
     # The same run found the code unclaimed again and fetched it a second time.
@@ -244,10 +246,10 @@ def test_a_refresh_shoptet_refuses_for_good_is_dropped(
     fake = jobs_on_demand
     refused, fine = sorted(fake.eshops[mirrored_shop.eshop_id].orders)[:2]
     before = Order.objects.get(installation=mirrored_shop, code=refused).data
-    services.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[refused, fine])
+    sync_refresh.queue_refresh(installation=mirrored_shop, resource=ORDERS, codes=[refused, fine])
     fake.add_fault("GET", rf"^/api/orders/{refused}$", 403, error_code="invalid-token-no-rights", times=5)
 
-    outcome = services.refresh_pending(installation=mirrored_shop, resource=ORDERS)
+    outcome = sync_refresh.refresh_pending(installation=mirrored_shop, resource=ORDERS)
 
     assert outcome.counts == {"failed": 1, "imported": 1}
     assert not RefreshRequest.objects.exists()

@@ -12,8 +12,9 @@ from django.conf import settings
 
 from config import sweeps
 from installations.models import Installation
-from sync import services as sync_services
+from sync import jobs as sync_jobs
 from sync import tasks as sync_tasks
+from sync.documents import RESOURCES
 from sync.models import SyncJob
 from webhooks import services
 from webhooks import tasks as webhook_tasks
@@ -66,10 +67,10 @@ def test_the_changes_reconciliation_takes_a_bounded_slice_per_tick_and_covers_ev
     covered: set[int] = set()
 
     for moment in ticks(settings.CHANGES_SWEEP_PERIOD):
-        jobs = sync_services.request_changes_everywhere(share=sync_services.changes_slice(moment=moment))
+        jobs = sync_jobs.request_changes_everywhere(share=sync_jobs.changes_slice(moment=moment))
         installations = {job.installation_id for job in jobs}
         assert len(installations) <= math.ceil(ESHOPS / slots), moment
-        assert len(jobs) == len(installations) * len(sync_services.RESOURCES)
+        assert len(jobs) == len(installations) * len(RESOURCES)
         assert not installations & covered
         covered |= installations
 

@@ -8,10 +8,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from installations.models import Installation
-from sync import services
+from shoptet_api.jobs import ResultFileError
+from sync import snapshots
 from sync.documents import RESOURCES, resource_named
 from sync.management.progress import ProgressBar
-from sync.remote import ResultFileError
 
 
 class Command(BaseCommand):
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         bar = ProgressBar(self.stdout, f"{resource} from {file.name}")
         try:
             with file.open("rb") as stream:
-                counts = services.import_file(
+                counts = snapshots.import_file(
                     installation=installation,
                     resource=resource_named(resource),
                     stream=stream,

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from installations.models import Installation
-from sync import services
+from sync import changes, jobs, snapshots
 from sync.documents import RESOURCES
 from sync.management.progress import ProgressBar
 from sync.models import SyncJob
@@ -37,17 +37,17 @@ class Command(BaseCommand):
         if installation is None:
             raise CommandError(f"No installation has e-shop id {eshop_id}.")
         try:
-            job = services.request_sync(
+            job = jobs.request_sync(
                 installation=installation, resource=resource, mode=mode, cause="manage.py shoptet_sync"
             )
-        except services.SyncRunning as running:
+        except jobs.SyncRunning as running:
             raise CommandError(f"{running}; see it in the admin (sync jobs) or wait for it.") from running
-        except services.SyncError as error:
+        except jobs.SyncError as error:
             raise CommandError(str(error)) from error
         bar = ProgressBar(self.stdout, resource)
         try:
             if mode == SyncJob.Mode.CHANGES:
-                job = services.sync_changes(job=job, progress=bar.documents)
+                job = changes.sync_changes(job=job, progress=bar.documents)
             else:
                 job = self._snapshot(job, bar)
         except KeyboardInterrupt:
@@ -57,7 +57,7 @@ class Command(BaseCommand):
         self._report(job)
 
     def _snapshot(self, job: SyncJob, bar: ProgressBar) -> SyncJob:
-        job = services.start_snapshot(job=job)
+        job = snapshots.start_snapshot(job=job)
         polls = iter(POLL_AFTER_SECONDS)
         next_poll = _after(next(polls))
         while True:
@@ -65,11 +65,11 @@ class Command(BaseCommand):
             if job.is_finished:
                 return job
             if job.status == SyncJob.Status.REQUESTED:  # the result expired and a new job is due
-                job = services.start_snapshot(job=job)
+                job = snapshots.start_snapshot(job=job)
             elif job.status == SyncJob.Status.RUNNING and timezone.now() >= next_poll:
                 bar.status(f"waiting for Shoptet's job {job.shoptet_job_id} (poll {job.polls + 1})")
-                if services.poll_snapshot(job=job):
-                    job = services.import_snapshot(job=job, progress=bar.documents)
+                if snapshots.poll_snapshot(job=job):
+                    job = snapshots.import_snapshot(job=job, progress=bar.documents)
                     continue
                 next_poll = _after(next(polls, POLL_AFTER_SECONDS[-1]))
             elif job.status == SyncJob.Status.IMPORTING:

@@ -10,7 +10,7 @@ from django.core.cache import cache
 
 from config.celery import app as celery_app
 from installations.models import Installation
-from sync import services, tasks
+from sync import refresh, tasks
 from sync.documents import resource_named
 from sync.models import RefreshRequest
 from tests.fakes.shoptet import FakeShoptet
@@ -64,13 +64,13 @@ def test_a_second_run_leaves_the_requests_to_the_run_at_work_and_holds_up_no_oth
 ) -> None:
     code = fake_shoptet.create_order(onboarded.eshop_id, webhook=False)
     other_code = fake_shoptet.create_order(other_onboarded.eshop_id, webhook=False)
-    services.queue_refresh(installation=onboarded, resource=ORDERS, codes=[code])
-    services.queue_refresh(installation=other_onboarded, resource=ORDERS, codes=[other_code])
-    running = services.refresh_running_key(onboarded.pk, "orders")
+    refresh.queue_refresh(installation=onboarded, resource=ORDERS, codes=[code])
+    refresh.queue_refresh(installation=other_onboarded, resource=ORDERS, codes=[other_code])
+    running = refresh.refresh_running_key(onboarded.pk, "orders")
     assert cache.add(running, "a run at work elsewhere", timeout=20)
 
-    second = services.refresh_pending(installation=onboarded, resource=ORDERS)
-    other = services.refresh_pending(installation=other_onboarded, resource=ORDERS)
+    second = refresh.refresh_pending(installation=onboarded, resource=ORDERS)
+    other = refresh.refresh_pending(installation=other_onboarded, resource=ORDERS)
 
     assert second.counts == {} and not second.more
     assert RefreshRequest.objects.filter(installation=onboarded, code=code).exists()
@@ -80,7 +80,7 @@ def test_a_second_run_leaves_the_requests_to_the_run_at_work_and_holds_up_no_oth
     assert other_code in mirrored(other_onboarded, "orders")
 
     cache.delete(running)  # the run at work ends
-    first = services.refresh_pending(installation=onboarded, resource=ORDERS)
+    first = refresh.refresh_pending(installation=onboarded, resource=ORDERS)
 
     assert sum(first.counts.values()) == 1 and not first.more
     assert code in mirrored(onboarded, "orders")
@@ -92,15 +92,15 @@ def test_a_run_out_of_time_hands_the_rest_back_for_the_next_run(
     onboarded: Installation, fake_shoptet: FakeShoptet
 ) -> None:
     codes = [fake_shoptet.create_order(onboarded.eshop_id, webhook=False) for _ in range(3)]
-    services.queue_refresh(installation=onboarded, resource=ORDERS, codes=codes)
+    refresh.queue_refresh(installation=onboarded, resource=ORDERS, codes=codes)
 
-    spent = services.refresh_pending(installation=onboarded, resource=ORDERS, budget=0)
+    spent = refresh.refresh_pending(installation=onboarded, resource=ORDERS, budget=0)
 
     assert spent.counts == {} and spent.more
     assert RefreshRequest.objects.filter(installation=onboarded, claim="").count() == 3
-    assert cache.get(services.refresh_running_key(onboarded.pk, "orders")) is None
+    assert cache.get(refresh.refresh_running_key(onboarded.pk, "orders")) is None
 
-    again = services.refresh_pending(installation=onboarded, resource=ORDERS)
+    again = refresh.refresh_pending(installation=onboarded, resource=ORDERS)
 
     assert sum(again.counts.values()) == 3 and not again.more
     assert set(codes) <= set(mirrored(onboarded, "orders"))

@@ -1,4 +1,4 @@
-"""Shoptet's snapshot, job and `/changes` endpoints, and the result file as a stream of lines.
+"""Shoptet's asynchronous jobs: snapshot and job endpoints, `/changes` paging, the result file as a stream of lines.
 
 A result file is GZIP-compressed JSON Lines (despite its `.json` name) on the e-shop's domain, fetched
 without authentication; its URL is a secret. It is read as a stream and never held in memory.
@@ -10,7 +10,7 @@ import gzip
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from typing import IO, Any, cast
 
 import requests
@@ -18,12 +18,11 @@ import urllib3
 from django.conf import settings
 from django.utils import timezone
 
-from shoptet_api.client import ShoptetClient, segment
+from shoptet_api.client import ShoptetClient, segment, shoptet_time
 from shoptet_api.errors import ServerError, TransportError
 
 # Shoptet's job statuses (spec, job list filter); pending and running mean "not processed yet".
 UNFINISHED_JOB_STATUSES = frozenset({"pending", "running"})
-FAILED_JOB_STATUSES = frozenset({"failed", "killed", "expired"})
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_SIZE = 256 * 1024
 
@@ -34,11 +33,6 @@ class ResultFileError(Exception):
 
 class ResultGone(Exception):
     """The result file is no longer there (expired): only a new job can produce it again."""
-
-
-def shoptet_time(moment: datetime) -> str:
-    """Shoptet's date-time format for query parameters (requests sends the `+` as `%2B`)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def creation_filters(since: date | None, until: datetime | None) -> dict[str, str]:
