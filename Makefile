@@ -41,7 +41,7 @@ lint: $(DEV_STAMP) ## Check formatting, lint, types and security (ruff, mypy, ba
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
-	$(VENV)/bin/bandit -q -r config installations shoptet_api webhooks sync --skip B101,B113,B311,B324,B608
+	$(VENV)/bin/bandit -q -r config installations addon shoptet_api webhooks sync --skip B101,B113,B311,B324,B608
 
 audit: $(DEV_STAMP) ## Check the pinned runtime requirements for known vulnerabilities (needs the network)
 	$(VENV)/bin/pip-audit -r requirements.txt

@@ -183,6 +183,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "axes",
     "installations",
+    "addon.apps.AddonConfig",
     "shoptet_api",
     "webhooks",
     "sync",

@@ -32,8 +32,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from addon import auth
+from addon import services as addon_services
 from config.admin import EshopFilter, FixedChoicesFilter, ReadOnlyMixin, audit, badge
-from installations import addon_settings, auth, demo, export, retention, services
+from installations import demo, export, retention, services
 from installations.models import AddonSettings, Installation, InstallAttempt, SettingsChange, StatusChange
 from shoptet_api import tokens
 from shoptet_api.errors import ShoptetError
@@ -123,7 +125,7 @@ class SettingsFieldFilter(FixedChoicesFilter):
     parameter_name = field = "field"
 
     def options(self) -> list[tuple[str, str]]:
-        return [(name, name.replace("_", " ")) for name in addon_settings.SETTINGS_FIELDS]
+        return [(name, name.replace("_", " ")) for name in addon_services.SETTINGS_FIELDS]
 
 
 @cache

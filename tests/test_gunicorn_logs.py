@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 import pytest
 from django.conf import settings
 
-from installations import auth
+from addon import auth
 from tests.addon.conftest import tampered
 from tests.deployment import commands
 

@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.test import Client
 
-from installations import auth, services
+from addon import auth
+from installations import services
 from installations.models import Installation
 from tests.fakes.shoptet import FakeShoptet
 

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from django.test import Client
 
-from installations import auth
+from addon import auth
 from installations.models import AddonSettings, Installation, SettingsChange
 from sync.models import SyncJob
 from tests.addon.conftest import Login, form_fields, log_in, refusal_reason, tampered

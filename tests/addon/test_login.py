@@ -14,7 +14,8 @@ import requests
 from cryptography.fernet import Fernet
 from django.test import Client
 
-from installations import auth, encryption
+from addon import auth
+from installations import encryption
 from installations.models import AddonSettings, Installation, SettingsChange
 from tests.addon.conftest import ADMIN_EMAIL, ADMIN_NAME, log_in, refusal_reason
 from tests.fakes.shoptet import FakeShoptet

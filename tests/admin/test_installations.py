@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
-from installations import auth
+from addon import auth
 from installations.models import Installation, SettingsChange, StatusChange
 from sync.models import SyncJob
 from tests.fakes.shoptet import FakeShoptet

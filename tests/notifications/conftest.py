@@ -13,9 +13,9 @@ import environ
 import pytest
 from aiosmtpd.controller import Controller
 
+from addon import services as addon_services
+from addon.auth import Admin
 from config.celery import app as celery_app
-from installations import addon_settings
-from installations.auth import Admin
 from installations.models import Installation
 
 
@@ -93,4 +93,4 @@ def set_notification_email(installation: Installation, address: str, *, language
         session_id="test",
         logged_in_at=0,
     )
-    addon_settings.update_settings(installation=installation, admin=admin, values={"notification_email": address})
+    addon_services.update_settings(installation=installation, admin=admin, values={"notification_email": address})

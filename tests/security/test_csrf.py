@@ -19,7 +19,7 @@ REVIEWED_EXEMPT = {
     "shoptet-install": "GET only; the one-time code is the proof",
     "shoptet-webhooks": "every body is verified against the installation's HMAC signature key",
     # Shown inside Shoptet's iframe, where browsers drop third-party cookies: forms carry the login's own
-    # form token and the origin is checked instead (installations.auth.check_form).
+    # form token and the origin is checked instead (addon.auth.check_form).
     "addon-settings": "GET only; identity proven through Shoptet's basic_eshop OAuth",
     "addon-overview": "GET only; session token in the URL",
     "addon-progress": "GET only; session token in the URL",

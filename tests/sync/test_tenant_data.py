@@ -16,10 +16,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from installations import addon_settings, retention
+from addon import services as addon_services
+from addon.auth import Admin
+from installations import retention
 from installations import services as installation_services
 from installations import tasks as installation_tasks
-from installations.auth import Admin
 from installations.models import Installation
 from sync.models import Invoice, InvoiceItem, Order, OrderItem, SyncJob
 from tests.conftest import install_via_fake
@@ -168,8 +169,8 @@ def test_settings_changes_and_resyncs_log_no_admin_email(
         logged_in_at=0,
     )
     with caplog.at_level(logging.DEBUG):
-        addon_settings.update_settings(installation=mirrored_shop, admin=admin, values={"sync_invoices": False})
-        addon_settings.start_resync(installation=mirrored_shop, admin=admin, resource="orders", mode="changes")
+        addon_services.update_settings(installation=mirrored_shop, admin=admin, values={"sync_invoices": False})
+        addon_services.start_resync(installation=mirrored_shop, admin=admin, resource="orders", mode="changes")
 
     assert "addon settings changed" in caplog.text and "resync requested" in caplog.text
     assert admin.email not in caplog.text and admin.name not in caplog.text

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from installations import addon_settings
-from installations.auth import Admin
+from addon import services as addon_services
+from addon.auth import Admin
 from installations.models import Installation
 from shoptet_api.client import shoptet_time
 from sync import jobs as sync_jobs
@@ -35,7 +35,7 @@ def admin_of(installation: Installation) -> Admin:
 
 
 def change(installation: Installation, **values: Any) -> None:
-    addon_settings.update_settings(installation=installation, admin=admin_of(installation), values=values)
+    addon_services.update_settings(installation=installation, admin=admin_of(installation), values=values)
 
 
 def registered_events(fake: FakeShoptet, installation: Installation) -> set[str]:

@@ -1,7 +1,7 @@
 """The addon settings page: Shoptet shows it to e-shop admins inside an iframe of its administration.
 
-Every view proves the admin first (`installations.auth`), then calls one service of
-`installations.addon_settings` for that admin's installation only.
+Every view proves the admin first (`addon.auth`), then calls one service of
+`addon.services` for that admin's installation only.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from installations import addon_settings, auth, export
-from installations.forms import AddonSettingsForm
+from addon import auth, services
+from addon.forms import AddonSettingsForm
+from installations import export
 from installations.models import Installation
 from sync import tasks as sync_tasks
 
@@ -134,7 +135,7 @@ def entry(request: HttpRequest) -> HttpResponse:
 def overview(request: HttpRequest) -> HttpResponse:
     session = _session(request)
     context = {
-        "overview": addon_settings.overview(installation=session.installation),
+        "overview": services.overview(installation=session.installation),
         "page": "overview",
         "started": request.GET.get("started", ""),
     }
@@ -146,7 +147,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 def progress(request: HttpRequest) -> HttpResponse:
     """The sync panel alone, polled by htmx while a job runs."""
     session = _session(request)
-    data = addon_settings.overview(installation=session.installation)
+    data = services.overview(installation=session.installation)
     return _render(request, "addon/_progress.html", session, {"overview": data})
 
 
@@ -155,15 +156,15 @@ def progress(request: HttpRequest) -> HttpResponse:
 def resync(request: HttpRequest) -> HttpResponse:
     session = _session(request)
     try:
-        job = addon_settings.start_resync(
+        job = services.start_resync(
             installation=session.installation,
             admin=session.admin,
             resource=request.POST.get("resource", ""),
             mode=request.POST.get("mode", ""),
         )
-    except addon_settings.ResyncRefused as refusal:
+    except services.ResyncRefused as refusal:
         context = {
-            "overview": addon_settings.overview(installation=session.installation),
+            "overview": services.overview(installation=session.installation),
             "page": "overview",
             "message": str(refusal),
         }
@@ -171,7 +172,7 @@ def resync(request: HttpRequest) -> HttpResponse:
         return _render(request, template, session, context, status=400)
     sync_tasks.enqueue(job)
     if request.headers.get("HX-Request"):
-        data = addon_settings.overview(installation=session.installation)
+        data = services.overview(installation=session.installation)
         return _render(request, "addon/_progress.html", session, {"overview": data})
     started = {"started": f"{job.resource}:{job.mode}"}
     return _protect(HttpResponseRedirect(_page_url("addon-overview", session.admin, started)), session.installation)
@@ -181,7 +182,7 @@ def resync(request: HttpRequest) -> HttpResponse:
 @require_GET
 def deliveries(request: HttpRequest) -> HttpResponse:
     session = _session(request)
-    context = {"page": "deliveries", "deliveries": addon_settings.recent_deliveries(installation=session.installation)}
+    context = {"page": "deliveries", "deliveries": services.recent_deliveries(installation=session.installation)}
     return _render(request, "addon/deliveries.html", session, context)
 
 
@@ -189,11 +190,11 @@ def deliveries(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def preferences(request: HttpRequest) -> HttpResponse:
     session = _session(request)
-    current = addon_settings.settings_of(installation=session.installation)
+    current = services.settings_of(installation=session.installation)
     if request.method == "POST":
         form = AddonSettingsForm(request.POST, instance=current)
         if form.is_valid():
-            changes = addon_settings.update_settings(
+            changes = services.update_settings(
                 installation=session.installation, admin=session.admin, values=form.cleaned_data
             )
             saved = {"saved": str(len(changes))}
@@ -203,7 +204,7 @@ def preferences(request: HttpRequest) -> HttpResponse:
     else:
         form = AddonSettingsForm(instance=current)
     labels = AddonSettingsForm.Meta.labels
-    history = addon_settings.settings_history(installation=session.installation)
+    history = services.settings_history(installation=session.installation)
     context = {
         "page": "preferences",
         "form": form,

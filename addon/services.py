@@ -14,7 +14,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from installations.auth import Admin
+from addon.auth import Admin
 from installations.models import AddonSettings, Installation, SettingsChange
 from notifications import services as notifications
 from sync import jobs as sync_jobs
