@@ -23,7 +23,8 @@ from django.core import signing
 from django.core.cache import cache
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from installations import encryption, services
+from config import crypto
+from installations import services
 from installations.models import Installation
 from shoptet_api import oauth
 from shoptet_api.errors import OAuthError, ShoptetError
@@ -263,7 +264,7 @@ def issue_token(admin: Admin) -> str:
         "a": admin.logged_in_at,
         "u": int(time.time()),
     }
-    return encryption.encrypt(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    return crypto.encrypt(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
 
 
 def read_token(token: str) -> Admin:
@@ -293,8 +294,8 @@ def _session_payload(token: str) -> dict[str, Any]:
     if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         raise AccessRefused(Reason.INVALID_SESSION)
     try:
-        payload = json.loads(encryption.decrypt(token))
-    except (encryption.UndecryptableSecret, ValueError) as error:
+        payload = json.loads(crypto.decrypt(token))
+    except (crypto.UndecryptableSecret, ValueError) as error:
         raise AccessRefused(Reason.INVALID_SESSION) from error
     # The purpose keeps any other value encrypted under the same keys from passing for a session.
     if not isinstance(payload, dict) or payload.get("p") != _SESSION_PURPOSE:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.timezone import now
 
-from installations.encryption import EncryptedTextField
+from config.crypto import EncryptedTextField
 
 
 class Installation(models.Model):

@@ -19,9 +19,8 @@ import requests
 from django.conf import settings
 from django.core.cache import cache
 
-from config import metrics
+from config import crypto, metrics
 from config.logs import bound_eshop
-from installations import encryption
 from shoptet_api.errors import AddonNotInstalled, AddonSuspended, MaximumTokensReached, OAuthError, TransportError
 from shoptet_api.ids import InvalidEshopId, parse_eshop_id
 from shoptet_api.tenant import Tenant, addon_refused
@@ -161,14 +160,14 @@ def cached_token(installation: Tenant) -> AccessToken | None:
     if not stored:
         return None
     try:
-        data = json.loads(encryption.decrypt(stored))
+        data = json.loads(crypto.decrypt(stored))
         return AccessToken(value=data["value"], expires_at=float(data["expires_at"]), lifetime=float(data["lifetime"]))
-    except (encryption.UndecryptableSecret, ValueError, KeyError, TypeError):
+    except (crypto.UndecryptableSecret, ValueError, KeyError, TypeError):
         return None
 
 
 def _store(installation: Tenant, token: AccessToken) -> None:
-    stored = encryption.encrypt(
+    stored = crypto.encrypt(
         json.dumps({"value": token.value, "expires_at": token.expires_at, "lifetime": token.lifetime})
     )
     # Kept until Shoptet's expiry, not the refresh margin: at the 5-token cap it is still worth using.

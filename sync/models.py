@@ -8,7 +8,7 @@ from typing import Any
 from django.db import models
 from django.db.models import Q
 
-from installations.encryption import EncryptedTextField
+from config.crypto import EncryptedTextField
 from installations.models import Installation
 
 

@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import installations.encryption
+import config.crypto
 from django.db import migrations, models
 
 
@@ -24,8 +24,8 @@ class Migration(migrations.Migration):
                 ('contact_email', models.EmailField(blank=True, max_length=254)),
                 ('timezone', models.CharField(blank=True, max_length=64)),
                 ('oauth_url', models.URLField(blank=True, help_text="The e-shop's own OAuth server (GET /api/eshop → urls[oauth]).", max_length=500)),
-                ('oauth_token', installations.encryption.EncryptedTextField(help_text='Permanent OAuth access token from the install callback.')),
-                ('webhook_signature_key', installations.encryption.EncryptedTextField(blank=True, default='')),
+                ('oauth_token', config.crypto.EncryptedTextField(help_text='Permanent OAuth access token from the install callback.')),
+                ('webhook_signature_key', config.crypto.EncryptedTextField(blank=True, default='')),
                 ('signature_key_renewed_at', models.DateTimeField(blank=True, null=True)),
                 ('status', models.CharField(choices=[('active', 'Active'), ('suspended', 'Suspended'), ('uninstalled', 'Uninstalled'), ('terminated', 'Terminated')], default='active', max_length=16)),
                 ('status_changed_at', models.DateTimeField(default=django.utils.timezone.now)),

@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 from django.test import Client
 
 from addon import auth
-from installations import encryption
+from config import crypto
 from installations.models import AddonSettings, Installation, SettingsChange
 from tests.addon.conftest import ADMIN_EMAIL, ADMIN_NAME, log_in, refusal_reason
 from tests.fakes.shoptet import FakeShoptet
@@ -397,7 +397,7 @@ def test_a_token_encrypted_with_another_key_is_refused(
     client: Client, fake_shoptet: FakeShoptet, onboarded: Installation
 ) -> None:
     login = log_in(client, fake_shoptet, onboarded)
-    payload = encryption.decrypt(login.token)
+    payload = crypto.decrypt(login.token)
     forged = Fernet(Fernet.generate_key()).encrypt(payload.encode()).decode()
 
     response = client.get("/addon/settings/overview/", login.query(t=forged))
@@ -422,8 +422,8 @@ def test_another_secret_under_the_same_keys_is_no_session(
     client: Client, fake_shoptet: FakeShoptet, onboarded: Installation
 ) -> None:
     login = log_in(client, fake_shoptet, onboarded)
-    payload = json.loads(encryption.decrypt(login.token))
-    without_purpose = encryption.encrypt(json.dumps({key: value for key, value in payload.items() if key != "p"}))
+    payload = json.loads(crypto.decrypt(login.token))
+    without_purpose = crypto.encrypt(json.dumps({key: value for key, value in payload.items() if key != "p"}))
 
     response = client.get("/addon/settings/overview/", login.query(t=without_purpose))
 

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
-from installations import encryption, services
+from config import crypto
+from installations import services
 from installations.models import Installation
 from shoptet_api import tokens
 from tests.fakes.shoptet import FakeShoptet
@@ -90,7 +91,7 @@ def test_rows_are_readable_after_rotation_and_reencryption(
 def test_a_row_under_a_forgotten_key_fails_loudly(installation: Installation, settings) -> None:  # type: ignore[no-untyped-def]
     settings.TOKEN_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
 
-    with pytest.raises(encryption.UndecryptableSecret):
+    with pytest.raises(crypto.UndecryptableSecret):
         Installation.objects.get(pk=installation.pk)
 
 
@@ -100,4 +101,4 @@ def test_a_malformed_key_is_a_configuration_error(settings) -> None:  # type: ig
     settings.TOKEN_ENCRYPTION_KEYS = ["too-short"]
 
     with pytest.raises(ImproperlyConfigured, match="Fernet key"):
-        encryption.encrypt("x")
+        crypto.encrypt("x")
