@@ -12,7 +12,6 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
-from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -41,6 +40,7 @@ from shoptet_api import tokens
 from shoptet_api.errors import ShoptetError
 from sync import jobs as sync_jobs
 from sync import tasks as sync_tasks
+from sync.forms import StartSyncForm
 from sync.models import Invoice, Order, SyncCursor, SyncJob
 from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
 
@@ -74,11 +74,6 @@ def changes_failure(cursor: SyncCursor, installation: Installation) -> str:
     else:
         text += f", no retry while the installation is {installation.get_status_display()}"
     return f"{text}: {cursor.error}" if cursor.error else text
-
-
-class StartSyncForm(forms.Form):
-    resource = forms.ChoiceField(choices=SyncJob.Resource.choices)
-    mode = forms.ChoiceField(choices=SyncJob.Mode.choices)
 
 
 class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):

@@ -27,6 +27,7 @@ from config.admin import (
 from installations.models import Installation
 from sync import jobs as sync_jobs
 from sync import tasks
+from sync.forms import StartSyncForm
 from sync.models import Document, Invoice, InvoiceItem, Order, OrderItem, SyncCursor, SyncJob
 
 ITEM_FIELDS = [
@@ -232,10 +233,11 @@ class InvoiceAdmin(DocumentAdmin):
     inlines = [InvoiceItemInline]
 
 
-class StartSyncForm(forms.Form):
+class StartEshopSyncForm(StartSyncForm):
+    """The sync list's "Start a sync": the same choice, for the e-shop named by its id."""
+
     eshop_id = forms.IntegerField(label="E-shop id", min_value=1)
-    resource = forms.ChoiceField(choices=SyncJob.Resource.choices)
-    mode = forms.ChoiceField(choices=SyncJob.Mode.choices)
+    field_order = ["eshop_id", "resource", "mode"]
 
     def clean_eshop_id(self) -> Installation:
         installation = Installation.objects.filter(eshop_id=self.cleaned_data["eshop_id"]).first()
@@ -337,7 +339,7 @@ class SyncJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return [path("start/", self.admin_site.admin_view(self.start_view), name="sync-start"), *super().get_urls()]
 
     def start_view(self, request: HttpRequest) -> HttpResponse:
-        form = StartSyncForm(request.POST or None)
+        form = StartEshopSyncForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
                 job = sync_jobs.request_sync(
