@@ -49,7 +49,7 @@ from config.celery import app  # noqa: E402
 from installations.models import Installation  # noqa: E402
 from sync import jobs as sync_jobs  # noqa: E402
 from sync.models import Invoice, Order, SyncJob  # noqa: E402
-from webhooks import services as webhook_services  # noqa: E402
+from webhooks import registrations as webhook_registrations  # noqa: E402
 from webhooks.models import WebhookDelivery  # noqa: E402
 
 ESHOPS = int(os.environ.get("TENANT_SCALE_ESHOPS", "10000"))
@@ -298,7 +298,7 @@ def sweep_ticks(name: str, period: timedelta, tick_body: Any) -> None:
 
 def watch(task: Any, share: sweeps.Slice) -> list[int]:
     """What webhooks.tasks.watch_registrations and watch_notifications do at a tick, for the given slice."""
-    ids = webhook_services.installations_to_watch(share=share)
+    ids = webhook_registrations.installations_to_watch(share=share)
     sweeps.send_each(task, ids)
     return ids
 
@@ -351,13 +351,13 @@ def one_tick_against_the_fake() -> None:
         (
             "registration watchdog",
             settings.REGISTRATION_WATCH_PERIOD,
-            webhook_services.installations_to_watch,
+            webhook_registrations.installations_to_watch,
             webhook_tasks.reconcile_webhooks,
         ),
         (
             "notification-log recovery",
             settings.NOTIFICATION_WATCH_PERIOD,
-            webhook_services.installations_to_watch,
+            webhook_registrations.installations_to_watch,
             webhook_tasks.recover_notifications,
         ),
         (

@@ -22,7 +22,8 @@ from notifications import services as notifications
 from shoptet_api import tokens
 from shoptet_api.client import ShoptetClient
 from shoptet_api.errors import AddonNotInstalled, AddonSuspended, OAuthError, TransportError
-from webhooks import services as webhook_services
+from webhooks import outbox as webhook_outbox
+from webhooks import registrations as webhook_registrations
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def onboard(*, installation: Installation) -> Installation:
     refresh_identity(installation=installation, client=client)
     # The key must be stored before the first registration exists, or the first webhook fails its check.
     ensure_signature_key(installation=installation, client=client)
-    webhook_services.register_webhooks(installation=installation, client=client)
+    webhook_registrations.register_webhooks(installation=installation, client=client)
     installation.onboarding_status = Installation.Onboarding.DONE
     installation.onboarding_error = ""
     installation.onboarded_at = timezone.now()
@@ -304,7 +305,7 @@ def approve(*, installation: Installation, cause: str, event_created: datetime |
         Installation.objects.filter(pk=installation.pk, onboarding_status=Installation.Onboarding.PENDING).update(
             onboarding_enqueued_at=None
         )
-        webhook_services.resume_deliveries(installation=installation)
+        webhook_outbox.resume_deliveries(installation=installation)
     return changed
 
 

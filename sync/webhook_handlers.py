@@ -13,11 +13,11 @@ from installations.models import Installation
 from sync import jobs, refresh, snapshots, tasks
 from sync.documents import INVOICES, ORDERS, Resource
 from sync.models import SyncJob
-from webhooks.handlers import WebhookEvent, gather, handles
+from webhooks.registry import WebhookEvent, gather, handles
 
 
 def _queue_refresh(event: WebhookEvent, resource: Resource) -> None:
-    # A batch of events queues its codes in one statement, at its end (webhooks.handlers.gather).
+    # A batch of events queues its codes in one statement, at its end (webhooks.registry.gather).
     installation = event.installation
     gather(("refresh", installation.pk, resource.name), event.codes, partial(_refresh, installation, resource))
 

@@ -156,7 +156,7 @@ def test_webhook_processing_logs_with_the_eshop_id(
 
     webhook_tasks.process_delivery.apply(args=(delivery.pk,))
 
-    processed = records.of("webhooks.services")
+    processed = records.of("webhooks.processing")
     assert processed, "the processing logged nothing"
     assert {record.eshop_id for record in processed} == {theirs.eshop_id}  # type: ignore[attr-defined]
     assert _eshop_id.get() is None  # unbound once the task is done

@@ -13,7 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from config.admin import EshopFilter, EstimatedCountPaginator, ReadOnlyMixin, audit, badge, shorten
-from webhooks import services
+from webhooks import outbox
 from webhooks.events import SYSTEM_EVENTS
 from webhooks.models import WebhookDelivery
 
@@ -142,7 +142,7 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin[WebhookDelivery]):
 
     @admin.action(description="Replay the selected deliveries (processed or failed)", permissions=["change"])
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        count = services.replay_deliveries(deliveries=queryset)
+        count = outbox.replay_deliveries(deliveries=queryset)
         replayed = queryset.filter(status=WebhookDelivery.Status.RECEIVED, replay_requested=True)
         audit(request, replayed, "Replayed the delivery.")
         skipped = queryset.count() - count
@@ -167,7 +167,7 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin[WebhookDelivery]):
         delivery = get_object_or_404(WebhookDelivery, pk=object_id)
         if not self.has_change_permission(request, delivery):
             return HttpResponse(status=403)
-        if services.replay_deliveries(deliveries=WebhookDelivery.objects.filter(pk=delivery.pk)):
+        if outbox.replay_deliveries(deliveries=WebhookDelivery.objects.filter(pk=delivery.pk)):
             audit(request, [delivery], "Replayed the delivery.")
             self.message_user(request, "Delivery queued for processing again.", messages.SUCCESS)
         else:

@@ -9,5 +9,5 @@ class WebhooksConfig(AppConfig):
     verbose_name = "Webhooks"
 
     def ready(self) -> None:
-        # Every app's webhook_handlers module registers its handlers (webhooks.handlers.handles).
+        # Every app's webhook_handlers module registers its handlers (webhooks.registry.handles).
         autodiscover_modules("webhook_handlers")

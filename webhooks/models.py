@@ -13,6 +13,8 @@ from installations.models import Installation
 
 # Length of the eventInstance prefix that is indexed (see WebhookDelivery.Meta.indexes).
 INSTANCE_PREFIX = 128
+# The longest error text stored on a delivery or a registration drift.
+MAX_ERROR_LENGTH = 4000
 
 
 class WebhookRegistration(models.Model):

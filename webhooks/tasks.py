@@ -18,7 +18,7 @@ from config import sweeps
 from config.retries import TASK_RETRY
 from installations.models import Installation
 from shoptet_api.errors import TRANSIENT_ERRORS
-from webhooks import services
+from webhooks import outbox, processing, recovery, registrations
 
 logger = logging.getLogger(__name__)
 
@@ -28,25 +28,25 @@ BULK_QUEUE = "shoptet"
 
 @shared_task
 def process_delivery(delivery_id: int) -> None:
-    services.process_delivery(delivery_id=delivery_id)
+    processing.process_delivery(delivery_id=delivery_id)
 
 
 @shared_task
 def process_batch(installation_id: int, delivery_ids: list[int], lease: str, priority: bool = False) -> None:
     """One e-shop's claimed deliveries; a bulk batch that ends claims the e-shop's next one, if any is due."""
-    batch = services.Batch(installation_id, delivery_ids, datetime.fromisoformat(lease), priority)
-    services.process_batch(batch=batch)
+    batch = outbox.Batch(installation_id, delivery_ids, datetime.fromisoformat(lease), priority)
+    processing.process_batch(batch=batch)
     if not priority:
-        send_batches(services.claim_installation_batches(installation_id=installation_id))
+        send_batches(outbox.claim_installation_batches(installation_id=installation_id))
 
 
 @shared_task
 def relay_deliveries() -> None:
     """Enqueue what the endpoint stored, one task per e-shop and round; the endpoint never talks to the broker."""
-    send_batches(services.claim_due_batches())
+    send_batches(outbox.claim_due_batches())
 
 
-def send_batches(batches: list[services.Batch]) -> None:
+def send_batches(batches: list[outbox.Batch]) -> None:
     """Priority batches (life cycle, job:finished) go to their own queue, which workers read ahead of the bulk."""
     for index, batch in enumerate(batches):
         try:
@@ -56,28 +56,28 @@ def send_batches(batches: list[services.Batch]) -> None:
             )
         except OperationalError:
             for unsent in batches[index:]:
-                services.release_batch(unsent)
+                outbox.release_batch(unsent)
             raise
 
 
 @shared_task
 def watch_registrations() -> None:
     """This tick's slice of the hourly check (config.sweeps): every installation once per period."""
-    share = services.watch_slice(settings.REGISTRATION_WATCH_PERIOD)
-    sweeps.send_each(reconcile_webhooks, services.installations_to_watch(share=share))
+    share = registrations.watch_slice(settings.REGISTRATION_WATCH_PERIOD)
+    sweeps.send_each(reconcile_webhooks, registrations.installations_to_watch(share=share))
 
 
 @shared_task
 def watch_notifications() -> None:
     """This tick's slice of the notification-log recovery (config.sweeps)."""
-    share = services.watch_slice(settings.NOTIFICATION_WATCH_PERIOD)
-    sweeps.send_each(recover_notifications, services.installations_to_watch(share=share))
+    share = registrations.watch_slice(settings.NOTIFICATION_WATCH_PERIOD)
+    sweeps.send_each(recover_notifications, registrations.installations_to_watch(share=share))
 
 
 @shared_task(bind=True, max_retries=5)
 def reconcile_webhooks(self: Task, installation_id: int) -> None:
     try:
-        services.reconcile_webhooks(installation=Installation.objects.get(pk=installation_id))
+        registrations.reconcile_webhooks(installation=Installation.objects.get(pk=installation_id))
     except TRANSIENT_ERRORS as error:
         raise self.retry(exc=error, countdown=TASK_RETRY.seconds(self.request.retries)) from error
 
@@ -85,15 +85,15 @@ def reconcile_webhooks(self: Task, installation_id: int) -> None:
 @shared_task(bind=True, max_retries=5)
 def recover_notifications(self: Task, installation_id: int) -> None:
     try:
-        services.recover_notifications(installation=Installation.objects.get(pk=installation_id))
+        recovery.recover_notifications(installation=Installation.objects.get(pk=installation_id))
     except TRANSIENT_ERRORS as error:
         raise self.retry(exc=error, countdown=TASK_RETRY.seconds(self.request.retries)) from error
 
 
 @shared_task
 def purge_payloads() -> None:
-    purged = services.purge_payloads(
+    purged = recovery.purge_payloads(
         older_than=settings.WEBHOOK_PAYLOAD_RETENTION, ignored_older_than=settings.REJECTED_DELIVERY_RETENTION
     )
-    deleted = services.delete_rejected_deliveries(older_than=settings.REJECTED_DELIVERY_RETENTION)
+    deleted = recovery.delete_rejected_deliveries(older_than=settings.REJECTED_DELIVERY_RETENTION)
     logger.info("webhook payloads purged count=%s rejected deliveries deleted=%s", purged, deleted)

@@ -1,13 +1,9 @@
-"""Built-in handlers: the tenant's life cycle, the e-shop's identity, and a fallback for synced resources."""
+"""Built-in handlers: the tenant's life cycle and the e-shop's identity."""
 
 from __future__ import annotations
 
-import logging
-
 from installations import services as installation_services
-from webhooks.handlers import WebhookEvent, fallback, handles, handles_first
-
-logger = logging.getLogger(__name__)
+from webhooks.registry import WebhookEvent, handles, handles_first
 
 
 @handles_first("addon:suspend")
@@ -41,11 +37,3 @@ def terminate(event: WebhookEvent) -> None:
 @handles("eshop:*")
 def refresh_identity(event: WebhookEvent) -> None:
     installation_services.refresh_identity(installation=event.installation)
-
-
-@fallback("order:*", "invoice:*", "job:finished")
-def record_only(event: WebhookEvent) -> None:
-    """Until an app handles these, the delivery log is the record."""
-    logger.info(
-        "webhook recorded eshop_id=%s event=%s codes=%s", event.installation.eshop_id, event.event, len(event.codes)
-    )

@@ -17,7 +17,8 @@ from sync.documents import RESOURCES, resource_named
 from sync.models import SyncJob
 from tests.fakes.shoptet import FakeShoptet
 from tests.fakes.shoptet.webhooks import encode, sign
-from webhooks import services as webhook_services
+from webhooks import outbox as webhook_outbox
+from webhooks import processing as webhook_processing
 
 ORDER_INCLUDE = ("notes", "shippingDetails")
 
@@ -58,9 +59,9 @@ def process(eager_tasks: None, django_capture_on_commit_callbacks):  # type: ign
 
     def run() -> None:
         with django_capture_on_commit_callbacks(execute=True):
-            while leaders := webhook_services.claim_due_deliveries():
+            while leaders := webhook_outbox.claim_due_deliveries():
                 for delivery_id in leaders:
-                    webhook_services.process_delivery(delivery_id=delivery_id)
+                    webhook_processing.process_delivery(delivery_id=delivery_id)
 
     return run
 

@@ -28,7 +28,7 @@ from tests.fakes.shoptet import FakeShoptet
 from tests.sync.conftest import mirrored, shoptet_documents
 from tests.sync.test_killed_import import PROJECT_ROOT, worker_environment
 from tests.webhooks.conftest import post_signed
-from webhooks import services as webhook_services
+from webhooks import outbox as webhook_outbox
 from webhooks import tasks as webhook_tasks
 from webhooks.models import WebhookDelivery
 
@@ -108,7 +108,7 @@ def test_a_thousand_copies_of_one_delivery_and_fifty_others_make_one_batch_one_r
 
     # One task per batch of the e-shop's deliveries (not one per entity), at most one refresh task per batch.
     batches = ran["webhooks.tasks.process_batch"]
-    assert batches <= -(-1050 // webhook_services.BATCH_SIZE)
+    assert batches <= -(-1050 // webhook_outbox.BATCH_SIZE)
     assert ran.get("sync.tasks.refresh_documents", 0) <= batches
     assert "webhooks.tasks.process_delivery" not in ran
     assert fake_shoptet.request_count("GET", rf"/api/orders/{copied}") == 1
@@ -185,7 +185,7 @@ def test_a_second_e_shop_is_processed_while_the_first_still_has_thousands_due(
     # Every e-shop with work due gets a task in the round, the busy one a bounded share.
     batches = [args for task, args, _ in messages if task == "webhooks.tasks.process_batch"]
     assert sorted(args[0] for args in batches) == sorted([busy.pk, quiet.pk])
-    assert all(len(args[1]) <= webhook_services.BATCH_SIZE for args in batches)
+    assert all(len(args[1]) <= webhook_outbox.BATCH_SIZE for args in batches)
     quiet_batch = next(args for args in batches if args[0] == quiet.pk)
     webhook_tasks.process_batch.apply(args=tuple(quiet_batch), throw=True)
     run_queued()  # the quiet e-shop's refresh; the busy e-shop's batch was taken out of the queue above

@@ -17,9 +17,9 @@ from installations import services as installation_services
 from installations.models import Installation
 from tests.fakes.shoptet import FakeShoptet
 from tests.fakes.shoptet.webhooks import encode
-from webhooks import intake, rejections, services, signature
-from webhooks.handlers import WebhookEvent, handles, registry
+from webhooks import intake, outbox, processing, rejections, signature
 from webhooks.models import WebhookDelivery
+from webhooks.registry import WebhookEvent, handles, registry
 
 ENDPOINT = "/shoptet/webhooks/"
 PRAGUE = ZoneInfo("Europe/Prague")
@@ -160,13 +160,13 @@ def live_platform(live_server: Any, fake_shoptet: FakeShoptet, settings: Any) ->
 def process_all() -> Any:
     """Run what the relay would enqueue, as a worker would, until nothing is due."""
 
-    total = services.Outcome()
+    total = processing.Outcome()
     while True:
-        leaders = services.claim_due_deliveries()
+        leaders = outbox.claim_due_deliveries()
         if not leaders:
             return total
         for delivery_id in leaders:
-            outcome = services.process_delivery(delivery_id=delivery_id)
+            outcome = processing.process_delivery(delivery_id=delivery_id)
             for name in ("processed", "duplicates", "retrying", "failed", "rejected", "ignored"):
                 getattr(total, name).extend(getattr(outcome, name))
             total.handler_calls += outcome.handler_calls

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from installations.models import Installation
 from tests.webhooks.conftest import Recorder, body_for, post, post_signed, process_all
-from webhooks import services
+from webhooks import registrations
 from webhooks.models import RegistrationDrift, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -114,14 +114,14 @@ def test_the_installation_page_shows_registrations_and_drift(
 ) -> None:
     shop = fake_shoptet.eshops[onboarded.eshop_id]
     del shop.webhooks[next(i for i, h in shop.webhooks.items() if h["event"] == "order:create")]
-    services.reconcile_webhooks(installation=onboarded)
+    registrations.reconcile_webhooks(installation=onboarded)
     assert RegistrationDrift.objects.count() == 1
 
     html = admin_client.get(reverse("admin:installations_installation_change", args=[onboarded.pk])).content.decode()
 
     assert "webhook registration drift" in html.lower()
     assert "order:create" in html
-    assert services.webhook_url() in html
+    assert registrations.webhook_url() in html
 
 
 def test_renewing_the_signature_key_keeps_the_old_one_accepted(

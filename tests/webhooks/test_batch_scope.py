@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webhooks.handlers import batch_scope, flush_batch_scope, gather
+from webhooks.registry import batch_scope, flush_batch_scope, gather
 
 
 def test_gathered_values_are_handed_over_at_once_outside_a_batch() -> None:

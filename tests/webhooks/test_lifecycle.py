@@ -24,7 +24,7 @@ from tests.webhooks.conftest import (
     post_signed,
     process_all,
 )
-from webhooks import services, signature
+from webhooks import outbox, processing, signature
 from webhooks.models import WebhookDelivery, WebhookRegistration
 
 GET_ACCESS_TOKEN = r"/getAccessToken"
@@ -172,7 +172,7 @@ def test_a_flood_of_forged_events_probes_once_per_interval(
     assert [d.event for d in held] == ["addon:terminate", "addon:suspend"]
     for delivery in held:
         assert delivery.next_attempt_at is not None
-        assert delivery.next_attempt_at > delivery.received_at + services.ADDON_PROBE_INTERVAL - timedelta(seconds=5)
+        assert delivery.next_attempt_at > delivery.received_at + processing.ADDON_PROBE_INTERVAL - timedelta(seconds=5)
     assert Installation.objects.get(pk=onboarded.pk).status == "active"
 
 
@@ -253,7 +253,7 @@ def test_reinstall_brings_it_back_and_the_old_uninstall_stays_old(
 
     reinstalled = onboard(install_via_fake(fake_shoptet, onboarded.eshop_id))
     assert reinstalled.status == "active"
-    services.replay_deliveries(deliveries=WebhookDelivery.objects.filter(event="addon:uninstall"))
+    outbox.replay_deliveries(deliveries=WebhookDelivery.objects.filter(event="addon:uninstall"))
     process_all()
 
     assert Installation.objects.get(pk=onboarded.pk).status == "active"

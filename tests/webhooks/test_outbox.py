@@ -25,9 +25,9 @@ from installations.models import Installation
 from shoptet_api.client import ShoptetClient
 from tests.fakes.shoptet import FakeShoptet
 from tests.webhooks.conftest import Recorder, body_for, in_thread, onboard, post_signed
-from webhooks import services, signature, tasks
-from webhooks.handlers import WebhookEvent
+from webhooks import outbox, processing, signature, tasks
 from webhooks.models import WebhookDelivery
+from webhooks.registry import WebhookEvent
 
 
 def free_port() -> int:
@@ -96,7 +96,7 @@ def test_the_relay_releases_what_it_could_not_enqueue(
         tasks.relay_deliveries.apply(throw=True)
 
     assert WebhookDelivery.objects.filter(next_attempt_at__lte=timezone.now()).count() == 3
-    assert len(services.claim_due_deliveries()) == 3
+    assert len(outbox.claim_due_deliveries()) == 3
 
 
 @pytest.mark.django_db
@@ -106,10 +106,10 @@ def test_claims_are_leases(client: Client, onboarded: Installation, other_onboar
     post_signed(client, other_onboarded, "order:update", "A")
     ids = list(WebhookDelivery.objects.order_by("pk").values_list("pk", flat=True))
 
-    assert sorted(services.claim_due_deliveries()) == [ids[0], ids[2]]
-    assert services.claim_due_deliveries() == []
+    assert sorted(outbox.claim_due_deliveries()) == [ids[0], ids[2]]
+    assert outbox.claim_due_deliveries() == []
     WebhookDelivery.objects.filter(pk=ids[2]).update(next_attempt_at=timezone.now())  # its task was lost
-    assert services.claim_due_deliveries() == [ids[2]]
+    assert outbox.claim_due_deliveries() == [ids[2]]
     assert Installation.objects.get(pk=onboarded.pk).last_webhook_at is not None
 
 
@@ -163,10 +163,10 @@ def test_a_thousand_copies_from_fifty_senders_are_one_processing_and_one_fetch(
     workers = []
     for seed in range(4):
         order = random.Random(seed).sample(ids, len(ids))
-        workers.append(in_thread(lambda order=order: [services.process_delivery(delivery_id=i) for i in order]))
+        workers.append(in_thread(lambda order=order: [processing.process_delivery(delivery_id=i) for i in order]))
     for worker in workers:
         worker.join(120)
-    services.process_delivery(delivery_id=ids[0])
+    processing.process_delivery(delivery_id=ids[0])
 
     assert len(recorder.calls) == 1
     assert fake_shoptet.request_count("GET", r"/api/orders/") == 1

@@ -23,9 +23,9 @@ from tests.webhooks.conftest import (
     post_signed,
     process_all,
 )
-from webhooks import services, signature, webhook_handlers
-from webhooks.handlers import WebhookEvent, handles, registry
+from webhooks import outbox, processing, signature, webhook_handlers
 from webhooks.models import WebhookDelivery
+from webhooks.registry import WebhookEvent, handles, registry
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +36,7 @@ def test_a_delivery_is_handed_to_its_handler(client: Client, onboarded: Installa
     post_signed(client, onboarded, "order:update", "2024000057", created=created)
     [delivery] = deliveries()
 
-    services.process_delivery(delivery_id=delivery.pk)
+    processing.process_delivery(delivery_id=delivery.pk)
 
     [event] = recorder.calls
     assert event == WebhookEvent(
@@ -58,8 +58,8 @@ def test_processing_twice_does_nothing_more(client: Client, onboarded: Installat
     post_signed(client, onboarded, "order:update", "A")
     [delivery] = deliveries()
 
-    services.process_delivery(delivery_id=delivery.pk)
-    services.process_delivery(delivery_id=delivery.pk)
+    processing.process_delivery(delivery_id=delivery.pk)
+    processing.process_delivery(delivery_id=delivery.pk)
 
     assert len(recorder.calls) == 1
     assert WebhookDelivery.objects.get().attempts == 1
@@ -119,7 +119,7 @@ def test_a_replayed_delivery_is_processed_again(client: Client, onboarded: Insta
     post_signed(client, onboarded, "order:update", "A")
     process_all()
 
-    assert services.replay_deliveries(deliveries=WebhookDelivery.objects.all()) == 1
+    assert outbox.replay_deliveries(deliveries=WebhookDelivery.objects.all()) == 1
     replayed = WebhookDelivery.objects.get()
     assert (replayed.status, replayed.replay_requested, replayed.attempts) == ("received", True, 0)
     process_all()
@@ -134,7 +134,7 @@ def test_rejected_and_received_deliveries_are_not_replayed(client: Client, onboa
     post(client, body_for(onboarded.eshop_id, "order:update", "A"), "0" * 40)
     post_signed(client, onboarded, "order:update", "B")
 
-    assert services.replay_deliveries(deliveries=WebhookDelivery.objects.all()) == 0
+    assert outbox.replay_deliveries(deliveries=WebhookDelivery.objects.all()) == 0
     assert [d.status for d in deliveries()] == ["rejected", "received"]
 
 
@@ -168,7 +168,7 @@ def test_transient_errors_are_retried_later_then_fail(client: Client, onboarded:
     post_signed(client, onboarded, "order:update", "A")
     [delivery] = deliveries()
 
-    outcome = services.process_delivery(delivery_id=delivery.pk)
+    outcome = processing.process_delivery(delivery_id=delivery.pk)
 
     delivery.refresh_from_db()
     assert outcome.retrying == [delivery.pk]
@@ -176,12 +176,12 @@ def test_transient_errors_are_retried_later_then_fail(client: Client, onboarded:
     assert delivery.error == "ServerError: HTTP 503 Shoptet is down"
     assert delivery.next_attempt_at is not None
     assert timezone.now() + timedelta(seconds=7) < delivery.next_attempt_at < timezone.now() + timedelta(seconds=16)
-    assert services.claim_due_deliveries() == []  # not due before its time
+    assert outbox.claim_due_deliveries() == []  # not due before its time
 
-    for _ in range(services.MAX_ATTEMPTS - 1):
-        services.process_delivery(delivery_id=delivery.pk)
+    for _ in range(processing.MAX_ATTEMPTS - 1):
+        processing.process_delivery(delivery_id=delivery.pk)
     failed = WebhookDelivery.objects.get(pk=delivery.pk)
-    assert (failed.status, failed.attempts, failed.next_attempt_at) == ("failed", services.MAX_ATTEMPTS, None)
+    assert (failed.status, failed.attempts, failed.next_attempt_at) == ("failed", processing.MAX_ATTEMPTS, None)
 
 
 def test_a_transient_error_then_success(client: Client, onboarded: Installation, record) -> None:
@@ -194,9 +194,9 @@ def test_a_transient_error_then_success(client: Client, onboarded: Installation,
     recorder: Recorder = record("order:update", action=once)
     post_signed(client, onboarded, "order:update", "A")
     [delivery] = deliveries()
-    services.process_delivery(delivery_id=delivery.pk)
+    processing.process_delivery(delivery_id=delivery.pk)
 
-    services.process_delivery(delivery_id=delivery.pk)
+    processing.process_delivery(delivery_id=delivery.pk)
 
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.error) == ("processed", 2, "")
@@ -214,7 +214,7 @@ def test_other_errors_fail_the_delivery_with_their_text(client: Client, onboarde
 
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.error) == ("failed", 1, "KeyError: 'orderCode'")
-    assert services.claim_due_deliveries() == []
+    assert outbox.claim_due_deliveries() == []
 
 
 def test_every_handler_of_an_event_runs(client: Client, onboarded: Installation, record) -> None:
@@ -227,17 +227,30 @@ def test_every_handler_of_an_event_runs(client: Client, onboarded: Installation,
     assert (len(first.calls), len(second.calls)) == (1, 1)
 
 
-def test_the_fallback_records_until_an_app_handles_the_event(scratch_registry: None) -> None:
-    assert registry.handlers_for("order:update") == [webhook_handlers.record_only]
-    assert registry.handlers_for("job:finished") == [webhook_handlers.record_only]
+def test_an_event_no_app_handles_is_recorded_until_one_does(
+    client: Client, onboarded: Installation, scratch_registry: None
+) -> None:
+    assert registry.handlers_for("order:update") == []
+    assert registry.handlers_for("job:finished") == []
     assert registry.handlers_for("product:update") == []
+    post_signed(client, onboarded, "order:update", "A")
+    post_signed(client, onboarded, "job:finished", "job-1")
+    post_signed(client, onboarded, "invoice:update", "B")
+
+    process_all()
+
+    assert sorted(WebhookDelivery.objects.values_list("event", "status", "error")) == [
+        ("invoice:update", "processed", ""),
+        ("job:finished", "processed", ""),
+        ("order:update", "processed", ""),
+    ]
 
     @handles("order:*")
     def sync_orders(event: WebhookEvent) -> None:
         pass
 
     assert registry.handlers_for("order:update") == [sync_orders]
-    assert registry.handlers_for("invoice:update") == [webhook_handlers.record_only]
+    assert registry.handlers_for("invoice:update") == []
 
 
 def test_life_cycle_handlers_run_before_the_others(scratch_registry: None) -> None:
@@ -281,8 +294,8 @@ def test_deliveries_of_a_suspended_eshop_wait_for_approval(client: Client, onboa
     post_signed(client, onboarded, "order:update", "A")
     onboarded.transition_to(Installation.Status.SUSPENDED, cause="test")
 
-    assert services.claim_due_deliveries() == []
-    services.process_delivery(delivery_id=deliveries()[0].pk)
+    assert outbox.claim_due_deliveries() == []
+    processing.process_delivery(delivery_id=deliveries()[0].pk)
     assert (recorder.calls, WebhookDelivery.objects.get().status) == ([], "received")
 
 
@@ -313,12 +326,12 @@ def test_a_busy_entity_is_looked_at_again_shortly(client: Client, onboarded: Ins
     body = body_for(onboarded.eshop_id, "order:update", "A")
     post(client, body, signature.sign(body, onboarded.webhook_signature_key))
     first = deliveries()[0]
-    worker = in_thread(services.process_delivery, delivery_id=first.pk)
+    worker = in_thread(processing.process_delivery, delivery_id=first.pk)
     assert started.wait(10)
     post_signed(client, onboarded, "order:update", "A", ago=timedelta(seconds=-1))
     second = deliveries()[1]
 
-    busy = services.process_delivery(delivery_id=second.pk)
+    busy = processing.process_delivery(delivery_id=second.pk)
 
     release.set()
     worker.join(10)
@@ -326,8 +339,8 @@ def test_a_busy_entity_is_looked_at_again_shortly(client: Client, onboarded: Ins
     assert busy.handler_calls == 0
     assert second.status == "received"
     assert second.next_attempt_at is not None
-    assert timezone.now() < second.next_attempt_at <= timezone.now() + services.BUSY_DELAY
-    services.process_delivery(delivery_id=second.pk)
+    assert timezone.now() < second.next_attempt_at <= timezone.now() + processing.BUSY_DELAY
+    processing.process_delivery(delivery_id=second.pk)
     assert len(recorder.calls) == 2
     assert [d.status for d in deliveries()] == ["processed", "processed"]
 
@@ -379,17 +392,17 @@ def test_a_batch_leaves_only_its_busy_entities_for_later(
 
     recorder: Recorder = record("order:update", action=slow_for_a)
     post_signed(client, onboarded, "order:update", "A")
-    (first,) = services.claim_installation_batches(installation_id=onboarded.pk)
-    worker = in_thread(services.process_batch, batch=first)
+    (first,) = outbox.claim_installation_batches(installation_id=onboarded.pk)
+    worker = in_thread(processing.process_batch, batch=first)
     assert started.wait(10)
     post_signed(client, onboarded, "order:update", "A", ago=timedelta(seconds=-1))
     post_signed(client, onboarded, "order:update", "B")
     post_signed(client, other_onboarded, "order:update", "A")
-    (second,) = services.claim_installation_batches(installation_id=onboarded.pk)
-    (other,) = services.claim_installation_batches(installation_id=other_onboarded.pk)
+    (second,) = outbox.claim_installation_batches(installation_id=onboarded.pk)
+    (other,) = outbox.claim_installation_batches(installation_id=other_onboarded.pk)
 
-    services.process_batch(batch=second)
-    services.process_batch(batch=other)
+    processing.process_batch(batch=second)
+    processing.process_batch(batch=other)
 
     later = (
         WebhookDelivery.objects.filter(installation=onboarded, event="order:update")
@@ -399,14 +412,14 @@ def test_a_batch_leaves_only_its_busy_entities_for_later(
     )
     assert later.status == "received"
     assert later.next_attempt_at is not None
-    assert timezone.now() < later.next_attempt_at <= timezone.now() + services.BUSY_DELAY
+    assert timezone.now() < later.next_attempt_at <= timezone.now() + processing.BUSY_DELAY
     assert WebhookDelivery.objects.filter(installation=onboarded).with_instance("B").get().status == "processed"
     assert WebhookDelivery.objects.get(installation=other_onboarded).status == "processed"
     release.set()
     worker.join(10)
     WebhookDelivery.objects.filter(pk=later.pk).update(next_attempt_at=timezone.now())
-    (third,) = services.claim_installation_batches(installation_id=onboarded.pk)
-    services.process_batch(batch=third)
+    (third,) = outbox.claim_installation_batches(installation_id=onboarded.pk)
+    processing.process_batch(batch=third)
     assert not WebhookDelivery.objects.exclude(status="processed").exists()
     assert sorted((event.installation.pk, event.instance) for event in recorder.calls) == sorted(
         [(onboarded.pk, "A"), (onboarded.pk, "B"), (other_onboarded.pk, "A"), (onboarded.pk, "A")]

@@ -16,7 +16,7 @@ from sync import jobs as sync_jobs
 from sync import tasks as sync_tasks
 from sync.documents import RESOURCES
 from sync.models import SyncJob
-from webhooks import services
+from webhooks import registrations
 from webhooks import tasks as webhook_tasks
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +53,7 @@ def test_the_watchdogs_take_a_bounded_slice_per_tick_and_cover_everyone_within_t
     seen: list[int] = []
 
     for moment in ticks(period):
-        watched = services.installations_to_watch(share=services.watch_slice(period, moment=moment))
+        watched = registrations.installations_to_watch(share=registrations.watch_slice(period, moment=moment))
         assert len(watched) <= math.ceil(ESHOPS / slots), moment
         seen.extend(watched)
 
@@ -80,9 +80,9 @@ def test_the_changes_reconciliation_takes_a_bounded_slice_per_tick_and_covers_ev
 def test_a_few_installations_are_all_swept_in_one_tick(many_installations: list[int], settings) -> None:  # type: ignore[no-untyped-def]
     settings.SWEEP_MIN_BATCH = ESHOPS
 
-    share = services.watch_slice(settings.REGISTRATION_WATCH_PERIOD, moment=HOUR_START)
+    share = registrations.watch_slice(settings.REGISTRATION_WATCH_PERIOD, moment=HOUR_START)
 
-    assert services.installations_to_watch(share=share) == many_installations
+    assert registrations.installations_to_watch(share=share) == many_installations
 
 
 def test_a_changes_tick_only_sends_one_task_per_installation_of_its_slice(

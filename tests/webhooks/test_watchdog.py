@@ -11,7 +11,7 @@ from django.utils import timezone
 from installations.models import Installation
 from tests.fakes.shoptet import FakeShoptet
 from tests.webhooks.conftest import deliveries, onboard, post_signed, process_all
-from webhooks import services
+from webhooks import recovery, registrations
 from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,7 @@ def hook_id(fake: FakeShoptet, eshop_id: int, event: str) -> int:
 def test_the_watchdog_repairs_drift_and_records_it(
     onboarded: Installation, other_onboarded: Installation, fake_shoptet: FakeShoptet
 ) -> None:
-    ours = services.webhook_url()
+    ours = registrations.webhook_url()
     shop = fake_shoptet.eshops[onboarded.eshop_id]
     del shop.webhooks[hook_id(fake_shoptet, onboarded.eshop_id, "order:create")]
     shop.webhooks[hook_id(fake_shoptet, onboarded.eshop_id, "invoice:update")]["url"] = "https://old.example.com/hook"
@@ -47,7 +47,7 @@ def test_the_watchdog_repairs_drift_and_records_it(
     foreign = fake_shoptet.register_webhook(onboarded.eshop_id, "customer:create", "https://erp.example.com/hook")
     other_before = fake_shoptet.stats(other_onboarded.eshop_id)["requests"]
 
-    drift = services.reconcile_webhooks(installation=onboarded)
+    drift = registrations.reconcile_webhooks(installation=onboarded)
 
     assert drift is not None
     assert (drift.missing, drift.wrong_url, drift.repaired, drift.error) == (
@@ -69,7 +69,7 @@ def test_the_watchdog_repairs_drift_and_records_it(
 def test_no_drift_no_record_no_writes(onboarded: Installation, fake_shoptet: FakeShoptet) -> None:
     writes = fake_shoptet.request_count(None, r"/api/webhooks", methods_other_than_get=True)
 
-    assert services.reconcile_webhooks(installation=onboarded) is None
+    assert registrations.reconcile_webhooks(installation=onboarded) is None
 
     assert fake_shoptet.request_count(None, r"/api/webhooks", methods_other_than_get=True) == writes
     assert not RegistrationDrift.objects.exists()
@@ -82,7 +82,7 @@ def test_a_failed_repair_is_recorded(onboarded: Installation, fake_shoptet: Fake
     fake_shoptet.add_fault("POST", r"/api/webhooks$", 403, error_code="invalid-token-no-rights", message="No rights")
 
     with pytest.raises(Forbidden):
-        services.reconcile_webhooks(installation=onboarded)
+        registrations.reconcile_webhooks(installation=onboarded)
 
     drift = RegistrationDrift.objects.get()
     assert (drift.missing, drift.repaired) == (["order:create"], False)
@@ -92,13 +92,13 @@ def test_a_failed_repair_is_recorded(onboarded: Installation, fake_shoptet: Fake
 def test_inactive_and_unonboarded_installations_are_not_watched(
     onboarded: Installation, other_installation: Installation, fake_shoptet: FakeShoptet
 ) -> None:
-    assert services.installations_to_watch() == [onboarded.pk]
+    assert registrations.installations_to_watch() == [onboarded.pk]
     onboarded.transition_to(Installation.Status.SUSPENDED, cause="test")
     requests = fake_shoptet.request_count(None, ".*")
 
-    assert services.installations_to_watch() == []
-    assert services.reconcile_webhooks(installation=onboarded) is None
-    assert services.recover_notifications(installation=onboarded) == []
+    assert registrations.installations_to_watch() == []
+    assert registrations.reconcile_webhooks(installation=onboarded) is None
+    assert recovery.recover_notifications(installation=onboarded) == []
     assert fake_shoptet.request_count(None, ".*") == requests
 
 
@@ -123,12 +123,12 @@ def test_notifications_that_never_reached_us_are_recovered_once(
     post_signed(client, shop, "order:update", delivered, created=notification.event_created)
     assert [n.status for n in fake_shoptet.eshops[shop.eshop_id].notifications] == ["failed", "failed"]
 
-    recovered = services.recover_notifications(installation=shop)
+    recovered = recovery.recover_notifications(installation=shop)
 
     [delivery] = WebhookDelivery.objects.filter(pk__in=recovered)
     assert (delivery.event, delivery.event_instance, delivery.status) == ("order:create", code, "received")
     assert (delivery.source, delivery.signature_valid, delivery.installation_id) == ("notification-log", None, shop.pk)
-    assert services.recover_notifications(installation=shop) == []
+    assert recovery.recover_notifications(installation=shop) == []
     assert not WebhookDelivery.objects.filter(installation=other).exists()
     process_all()
     assert sorted((event.event, event.instance) for event in recorder.calls) == [
@@ -148,14 +148,14 @@ def test_payloads_of_settled_deliveries_are_purged_metadata_stays(
     old = timezone.now() - timedelta(days=31)
     WebhookDelivery.objects.exclude(event_instance="B").update(received_at=old)
 
-    assert services.purge_payloads(older_than=timedelta(days=30)) == 2
+    assert recovery.purge_payloads(older_than=timedelta(days=30)) == 2
 
     state = {d.event_instance: (bytes(d.body) == b"", d.payload_purged_at is not None) for d in deliveries()}
     assert state == {"A": (True, True), "B": (False, False), "C": (True, True), "D": (False, False)}
     purged = WebhookDelivery.objects.get(event_instance="A")
     assert (purged.event, purged.status, purged.attempts) == ("order:update", "processed", 1)
     assert purged.headers["Shoptet-Webhook-Signature"]
-    assert services.purge_payloads(older_than=timedelta(days=30)) == 0
+    assert recovery.purge_payloads(older_than=timedelta(days=30)) == 0
 
 
 def test_the_tasks_call_their_services(

@@ -4,7 +4,8 @@
     def notify_warehouse(event: WebhookEvent) -> None: ...
 
 Handlers live in `<app>/webhook_handlers.py` (imported on start by WebhooksConfig.ready). Every handler whose
-pattern matches runs, in registration order; built-in fallbacks run only for events nobody else handles.
+pattern matches runs, in registration order (built-in first ones ahead); an event nobody handles is recorded
+as processed all the same.
 A handler may raise one of shoptet_api.errors.TRANSIENT_ERRORS to have the delivery retried later; any other
 exception fails the delivery with its text. A handler must be safe to run twice (a retry runs every handler
 of the event again).
@@ -40,7 +41,6 @@ Handler = Callable[[WebhookEvent], None]
 class Registration:
     pattern: str
     handler: Handler
-    fallback: bool = False
     first: bool = False
 
     @property
@@ -57,10 +57,10 @@ class Registry:
     def __init__(self) -> None:
         self.registrations: list[Registration] = []
 
-    def add(self, pattern: str, handler: Handler, *, fallback: bool = False, first: bool = False) -> None:
+    def add(self, pattern: str, handler: Handler, *, first: bool = False) -> None:
         """Register `handler` for `pattern`; registering the same function again replaces it (module reloads)."""
         check_pattern(pattern)
-        registration = Registration(pattern, handler, fallback=fallback, first=first)
+        registration = Registration(pattern, handler, first=first)
         self.registrations = [
             existing
             for existing in self.registrations
@@ -69,12 +69,9 @@ class Registry:
         self.registrations.append(registration)
 
     def handlers_for(self, event: str) -> list[Handler]:
-        """Every handler for `event`: built-in first ones, then the others; fallbacks only when none of those."""
+        """Every handler for `event`: built-in first ones, then the others."""
         matching = [registration for registration in self.registrations if registration.matches(event)]
-        regular = [r for r in matching if not r.fallback]
-        chosen = [r for r in regular if r.first] + [r for r in regular if not r.first]
-        if not chosen:
-            chosen = [r for r in matching if r.fallback]
+        chosen = [r for r in matching if r.first] + [r for r in matching if not r.first]
         return list(dict.fromkeys(r.handler for r in chosen))
 
 
@@ -100,17 +97,6 @@ def handles(*events: str) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         for pattern in events:
             registry.add(pattern, handler)
-        return handler
-
-    return register
-
-
-def fallback(*events: str) -> Callable[[Handler], Handler]:
-    """Built-in handlers that apply only to events no other handler is registered for."""
-
-    def register(handler: Handler) -> Handler:
-        for pattern in events:
-            registry.add(pattern, handler, fallback=True)
         return handler
 
     return register

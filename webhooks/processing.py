@@ -1,9 +1,8 @@
-"""Webhooks: intake into the delivery log, the outbox relay, idempotent processing, and registrations at Shoptet.
+"""Processing: each entity of a claimed batch once, under its lock, duplicates skipped, failures retried.
 
-Shoptet sends unordered, in parallel, sometimes twice, with no event id, and gives up after three tries. So the
-endpoint only stores (one INSERT, no broker, no Shoptet) and answers; the stored row is the outbox that a beat
-relay turns into tasks; processing coalesces a burst for one entity into one handler call and skips what was
-processed already (same e-shop, event, instance and eventCreated).
+Shoptet sends unordered, in parallel, sometimes twice, with no event id. A run coalesces a burst for one
+entity into one handler call and skips what was processed already (same e-shop, event, instance and
+eventCreated); unsigned life-cycle events count only when getAccessToken confirms them.
 """
 
 from __future__ import annotations
@@ -13,74 +12,42 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
-from django.db.models import BigIntegerField, BooleanField, Case, ExpressionWrapper, F, Min, Q, QuerySet, Value, When
+from django.db import connection
+from django.db.models import BigIntegerField, BooleanField, Case, ExpressionWrapper, F, Min, Q, Value, When
 from django.utils import timezone
 
 from config.database import DATABASE_OUTAGE_ERRORS
-from config.sweeps import EVERYTHING, Slice, slice_at
-from installations import toggles
+from config.retries import Backoff
 from installations.models import Installation
 from shoptet_api import tokens
-from shoptet_api.client import ShoptetClient, shoptet_time
-from shoptet_api.errors import (
-    TRANSIENT_ERRORS,
-    AddonNotInstalled,
-    AddonSuspended,
-    Conflict,
-    InstallationInactive,
-    OAuthError,
-    Unprocessable,
-)
-from webhooks.events import KNOWN_EVENTS, MASS_EVENTS, SYSTEM_EVENTS
-from webhooks.handlers import WebhookEvent, batch_scope, flush_batch_scope, registry
-from webhooks.intake import Malformed, Notification, idempotency_key, notification_of, parse_created
-from webhooks.models import RegistrationDrift, WebhookDelivery, WebhookRegistration
+from shoptet_api.errors import TRANSIENT_ERRORS, AddonNotInstalled, AddonSuspended, InstallationInactive, OAuthError
+from webhooks.events import MASS_EVENTS, SYSTEM_EVENTS
+from webhooks.models import MAX_ERROR_LENGTH, WebhookDelivery
+from webhooks.outbox import BATCH_LEASE, PRIORITY_EVENTS, Batch, in_flight_key
+from webhooks.registry import WebhookEvent, batch_scope, flush_batch_scope, registry
 
 logger = logging.getLogger(__name__)
 
 Status = WebhookDelivery.Status
 
-# Shoptet accepts at most 50 registrations in one POST /api/webhooks.
-REGISTRATION_BATCH = 50
-MAX_ERROR_LENGTH = 4000
-
-# The relay claims at most this many due deliveries per batch and runs a few batches per beat tick.
-RELAY_BATCH = 1000
-RELAY_BATCHES = 10
-# A claimed delivery whose task never ran (broker flushed, worker lost) is claimed again after this.
-ENQUEUE_LEASE = timedelta(minutes=5)
 # One processing run per entity at a time. A batch's heartbeat renews the locks it holds, so the lock only
 # has to outlive a heartbeat interval: a killed worker's entity is free again this soon.
 ENTITY_LOCK_SECONDS = 30
-# Batches: the relay hands each e-shop's due deliveries to one task, at most this many per round, and claims
-# them for BATCH_LEASE; the running task renews the lease every HEARTBEAT_SECONDS, and a batch whose lease
-# lapsed (its worker was killed) is due again and claimed by the next relay tick.
-BATCH_SIZE = 500
-BATCH_LEASE = timedelta(seconds=30)
+# A running batch renews its lease (outbox.BATCH_LEASE) and entity locks this often.
 HEARTBEAT_SECONDS = 5.0
-# Events that go ahead of bulk refreshes: the life cycle, and job:finished, which an import waits for.
-PRIORITY_EVENTS = SYSTEM_EVENTS | {"job:finished"}
 # A delivery whose entity is being processed right now is looked at again after this.
 BUSY_DELAY = timedelta(seconds=3)
 # The most deliveries one run covers; a larger burst is finished by the next run (as duplicates, mostly).
 MAX_GROUP = 5000
 MAX_ATTEMPTS = 8
-RETRY_BASE = timedelta(seconds=15)
-RETRY_CAP = timedelta(hours=1)
+DELIVERY_RETRY = Backoff(base=15.0, cap=3600.0)
 # getAccessToken mints a token (at most 5 live per e-shop, 30 minutes each): probe at most this often.
 ADDON_PROBE_INTERVAL = timedelta(minutes=10)
-# A notification Shoptet has not tried yet may be on its way to us: leave it to Shoptet this long.
-NOTIFICATION_GRACE = timedelta(minutes=5)
-NOTIFICATION_HISTORY = timedelta(days=7)
-PURGE_BATCH = 5000
 # The statuses an addon:* event leaves the installation in when it was applied.
 LIFE_CYCLE: dict[str, set[str]] = {
     "addon:suspend": {Installation.Status.SUSPENDED},
@@ -88,141 +55,8 @@ LIFE_CYCLE: dict[str, set[str]] = {
     "addon:uninstall": {Installation.Status.UNINSTALLED, Installation.Status.TERMINATED},
     "addon:terminate": {Installation.Status.TERMINATED},
 }
-# Deliveries whose event this platform has already got (by idempotency key) need no recovery.
-HELD_STATUSES = (Status.RECEIVED, Status.PROCESSED, Status.FAILED, Status.IGNORED)
-
-
 # Decrypted only if a handler calls Shoptet: most deliveries are duplicates or need no API call.
 _SECRETS = ("oauth_token", "webhook_signature_key", "previous_webhook_signature_key")
-
-
-def webhook_url() -> str:
-    return f"{settings.PUBLIC_URL}/shoptet/webhooks/"
-
-
-# ---------------------------------------------------------------------------
-# Relay: the delivery table is the outbox
-# ---------------------------------------------------------------------------
-
-
-def claim_due_deliveries(*, limit: int = RELAY_BATCH) -> list[int]:
-    """Claim received deliveries that are due and return one delivery id per entity, to be enqueued.
-
-    SKIP LOCKED lets several relays (or a relay and the workers) run side by side. Deliveries of a suspended
-    e-shop wait (its addon:* events do not). A claim is a lease: a task that never runs is claimed again.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        due = list(
-            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(status=Status.RECEIVED, next_attempt_at__lte=now)
-            .filter(Q(event__startswith="addon:") | ~Q(installation__status=Installation.Status.SUSPENDED))
-            .order_by("next_attempt_at", "pk")
-            .values_list("pk", "installation_id", "event", "event_instance", "signature_valid", "received_at")[:limit]
-        )
-        if not due:
-            return []
-        WebhookDelivery.objects.filter(pk__in=[row[0] for row in due]).update(next_attempt_at=now + ENQUEUE_LEASE)
-        latest: dict[int, datetime] = {}
-        for _, installation_id, _, _, _, received_at in due:
-            latest[installation_id] = max(received_at, latest.get(installation_id, received_at))
-        for installation_id, received_at in latest.items():
-            Installation.objects.filter(pk=installation_id).filter(
-                Q(last_webhook_at__isnull=True) | Q(last_webhook_at__lt=received_at)
-            ).update(last_webhook_at=received_at)
-    leaders: dict[tuple[Any, ...], int] = {}
-    for pk, installation_id, event, instance, signature_valid, _ in due:
-        leaders.setdefault((installation_id, event, instance, signature_valid is False), pk)
-    return list(leaders.values())
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Due deliveries of one e-shop claimed for one task until `lease` (the stamp their next_attempt_at holds)."""
-
-    installation_id: int
-    delivery_ids: list[int]
-    lease: datetime
-    priority: bool
-
-
-def _in_flight_key(installation_id: int) -> str:
-    return f"webhooks:installation:{installation_id}:batch-in-flight"
-
-
-def installations_with_due_work(*, now: datetime | None = None) -> list[int]:
-    """E-shops with received deliveries due, the longest-waiting first (round-robin over what is due)."""
-    now = now or timezone.now()
-    rows = (
-        WebhookDelivery.objects.filter(status=Status.RECEIVED, next_attempt_at__lte=now, installation__isnull=False)
-        .filter(Q(event__startswith="addon:") | ~Q(installation__status=Installation.Status.SUSPENDED))
-        .values("installation_id")
-        .annotate(oldest=Min("next_attempt_at"))
-        .order_by("oldest", "installation_id")
-    )
-    return [int(row["installation_id"]) for row in rows]
-
-
-def claim_due_batches(*, size: int = BATCH_SIZE) -> list[Batch]:
-    """One round: for each e-shop with work due, at most `size` deliveries claimed as one batch.
-
-    Life-cycle events and job:finished form a batch of their own, sent ahead of the bulk. An e-shop whose
-    bulk batch is still in flight gets no second one (its running task claims the next when it ends), so
-    a burst never fills the queue ahead of other e-shops and a lease never lapses while its task waits.
-    """
-    installation_ids = installations_with_due_work()
-    if not installation_ids:
-        return []
-    busy = set(cache.get_many([_in_flight_key(pk) for pk in installation_ids]))
-    batches: list[Batch] = []
-    for installation_id in installation_ids:
-        batches.extend(
-            claim_installation_batches(
-                installation_id=installation_id, size=size, bulk=_in_flight_key(installation_id) not in busy
-            )
-        )
-    return batches
-
-
-def claim_installation_batches(*, installation_id: int, size: int = BATCH_SIZE, bulk: bool = True) -> list[Batch]:
-    """Claim one e-shop's due priority deliveries and, when `bulk`, up to `size` others."""
-    now = timezone.now()
-    lease = now + BATCH_LEASE
-    batches = []
-    due = WebhookDelivery.objects.filter(
-        installation_id=installation_id, status=Status.RECEIVED, next_attempt_at__lte=now
-    )
-    due = due.filter(Q(event__startswith="addon:") | ~Q(installation__status=Installation.Status.SUSPENDED))
-    kinds = [(True, due.filter(event__in=PRIORITY_EVENTS))]
-    if bulk:
-        kinds.append((False, due.exclude(event__in=PRIORITY_EVENTS)))
-    for priority, deliveries in kinds:
-        with transaction.atomic():
-            rows = list(
-                deliveries.select_for_update(skip_locked=True, of=("self",))
-                .order_by("next_attempt_at", "pk")
-                .values_list("pk", "received_at")[:size]
-            )
-            if not rows:
-                continue
-            WebhookDelivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(next_attempt_at=lease)
-            latest = max(received_at for _, received_at in rows)
-            Installation.objects.filter(pk=installation_id).filter(
-                Q(last_webhook_at__isnull=True) | Q(last_webhook_at__lt=latest)
-            ).update(last_webhook_at=latest)
-        if not priority:
-            cache.set(_in_flight_key(installation_id), "1", timeout=int(BATCH_LEASE.total_seconds()))
-        batches.append(Batch(installation_id, [pk for pk, _ in rows], lease, priority))
-    return batches
-
-
-def release_batch(batch: Batch) -> None:
-    """Its task could not be enqueued: due again at once, and the e-shop free for the next batch."""
-    WebhookDelivery.objects.filter(
-        pk__in=batch.delivery_ids, status=Status.RECEIVED, next_attempt_at=batch.lease
-    ).update(next_attempt_at=timezone.now())
-    if not batch.priority:
-        cache.delete(_in_flight_key(batch.installation_id))
 
 
 class Heartbeat:
@@ -262,7 +96,7 @@ class Heartbeat:
         ).update(next_attempt_at=renewed)
         self.lease = renewed
         if not self.batch.priority:
-            cache.touch(_in_flight_key(self.batch.installation_id), int(BATCH_LEASE.total_seconds()))
+            cache.touch(in_flight_key(self.batch.installation_id), int(BATCH_LEASE.total_seconds()))
         for lock in self.locks.copy():  # a copy: the batch adds and removes locks meanwhile
             cache.touch(lock, ENTITY_LOCK_SECONDS)
 
@@ -283,7 +117,7 @@ def process_batch(*, batch: Batch) -> Outcome:
             _process_bulk(batch, heartbeat.locks, outcome)
         deferred.run()
     if not batch.priority:
-        cache.delete(_in_flight_key(batch.installation_id))
+        cache.delete(in_flight_key(batch.installation_id))
     return outcome
 
 
@@ -397,25 +231,6 @@ def _merge(total: Outcome, part: Outcome) -> None:
     for name in ("processed", "duplicates", "retrying", "failed", "rejected", "ignored"):
         getattr(total, name).extend(getattr(part, name))
     total.handler_calls += part.handler_calls
-
-
-def release_deliveries(*, delivery_ids: Iterable[int]) -> None:
-    """Make claimed deliveries due again at once (their tasks could not be enqueued)."""
-    WebhookDelivery.objects.filter(pk__in=list(delivery_ids), status=Status.RECEIVED).update(
-        next_attempt_at=timezone.now()
-    )
-
-
-def resume_deliveries(*, installation: Installation) -> int:
-    """After a suspension: everything held for the e-shop is due now."""
-    return WebhookDelivery.objects.filter(installation=installation, status=Status.RECEIVED).update(
-        next_attempt_at=timezone.now()
-    )
-
-
-# ---------------------------------------------------------------------------
-# Processing
-# ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -716,8 +531,7 @@ def _retry_later(delivery_ids: list[int], error: Exception) -> bool:
     if attempts >= MAX_ATTEMPTS:
         _mark(delivery_ids, Status.FAILED, text, attempt=True)
         return False
-    ceiling = min(RETRY_CAP.total_seconds(), RETRY_BASE.total_seconds() * 2 ** (attempts - 1))
-    pause = timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter
+    pause = DELIVERY_RETRY.delay(attempts - 1)
     WebhookDelivery.objects.filter(pk__in=delivery_ids, status=Status.RECEIVED).update(
         attempts=F("attempts") + 1, error=text, next_attempt_at=timezone.now() + pause
     )
@@ -732,290 +546,3 @@ def _mark(delivery_ids: list[int], status: str, error: str, *, attempt: bool = F
     if attempt:
         changes["attempts"] = F("attempts") + 1
     WebhookDelivery.objects.filter(pk__in=delivery_ids, status=Status.RECEIVED).update(**changes)
-
-
-# ---------------------------------------------------------------------------
-# Staff: replay, purge
-# ---------------------------------------------------------------------------
-
-
-def replay_deliveries(*, deliveries: QuerySet[WebhookDelivery]) -> int:
-    """Process processed or failed deliveries again, even if their event was processed; rejected ones never."""
-    return deliveries.filter(status__in=[Status.PROCESSED, Status.FAILED], installation__isnull=False).update(
-        status=Status.RECEIVED,
-        replay_requested=True,
-        replayed_at=timezone.now(),
-        next_attempt_at=timezone.now(),
-        attempts=0,
-        error="",
-        duplicate_of=None,
-        processed_at=None,
-    )
-
-
-def purge_payloads(*, older_than: timedelta, ignored_older_than: timedelta | None = None) -> int:
-    """Drop the raw bodies of settled deliveries older than `older_than` (ignored ones: `ignored_older_than`).
-
-    The metadata stays. An ignored body is never processed or replayed, so it need not be kept as long.
-    """
-    now = timezone.now()
-    settled = Q(status__in=[Status.PROCESSED, Status.IGNORED, Status.REJECTED], received_at__lt=now - older_than)
-    if ignored_older_than is not None:
-        settled |= Q(status=Status.IGNORED, received_at__lt=now - ignored_older_than)
-    unpurged = WebhookDelivery.objects.filter(settled, payload_purged_at__isnull=True)
-    purged = 0
-    while True:
-        pks = list(unpurged.order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH])
-        if not pks:
-            return purged
-        purged += WebhookDelivery.objects.filter(pk__in=pks).update(body=b"", payload_purged_at=timezone.now())
-
-
-def delete_rejected_deliveries(*, older_than: timedelta) -> int:
-    """Delete rejected deliveries older than `older_than`: anyone can send them, so they are kept briefly.
-
-    Ignored ones are not deleted: such a row records an event Shoptet did send, which recovery must not
-    store again.
-    """
-    rejected = WebhookDelivery.objects.filter(status=Status.REJECTED, received_at__lt=timezone.now() - older_than)
-    deleted = 0
-    while True:
-        pks = list(rejected.order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH])
-        if not pks:
-            return deleted
-        deleted += WebhookDelivery.objects.filter(pk__in=pks).delete()[0]
-
-
-# ---------------------------------------------------------------------------
-# Recovery from Shoptet's notification log
-# ---------------------------------------------------------------------------
-
-
-def recover_notifications(*, installation: Installation, client: ShoptetClient | None = None) -> list[int]:
-    """Store, as deliveries, notifications of the last 7 days that Shoptet could not hand over to us."""
-    if not installation.is_active:
-        return []
-    client = client or ShoptetClient(installation)
-    now = timezone.now()
-    since = shoptet_time(now - NOTIFICATION_HISTORY)
-    candidates: list[Notification] = []
-    for status in ("failed", "new"):
-        # Reference: getListOfWebhookNotifications (GET /api/webhooks/notifications)
-        for item in client.paginate(
-            "/api/webhooks/notifications",
-            key="notifications",
-            params={"status": status, "from": since},
-            items_per_page=500,
-        ):
-            notification = _notification_of(item, installation)
-            if notification is None:
-                continue
-            if status == "new" and now - _notification_created(item, notification) < NOTIFICATION_GRACE:
-                continue
-            candidates.append(notification)
-    by_key = {idempotency_key(notification): notification for notification in candidates}
-    held = set(
-        WebhookDelivery.objects.filter(
-            installation=installation, idempotency_key__in=by_key, status__in=HELD_STATUSES
-        ).values_list("idempotency_key", flat=True)
-    )
-    recovered = []
-    for key, notification in by_key.items():
-        if key in held:
-            continue
-        body = json.dumps(
-            {
-                "eshopId": notification.eshop_id,
-                "event": notification.event,
-                "eventCreated": notification.created.isoformat(),
-                "eventInstance": notification.instance,
-            }
-        ).encode()
-        delivery = WebhookDelivery.objects.create(
-            installation=installation,
-            eshop_id=notification.eshop_id,
-            event=notification.event,
-            event_instance=notification.instance,
-            event_created=notification.created,
-            source=WebhookDelivery.Source.NOTIFICATION_LOG,
-            body=body,
-            signature_valid=None,
-            status=Status.RECEIVED,
-            next_attempt_at=now,
-            idempotency_key=key,
-        )
-        recovered.append(delivery.pk)
-    if recovered:
-        logger.warning(
-            "webhooks recovered from the notification log eshop_id=%s count=%s", installation.eshop_id, len(recovered)
-        )
-    return recovered
-
-
-def _notification_of(item: dict[str, Any], installation: Installation) -> Notification | None:
-    data = item.get("data")
-    if not isinstance(data, dict):
-        return None
-    try:
-        notification = notification_of(data)
-    except Malformed:
-        return None
-    if notification.eshop_id != installation.eshop_id or notification.event not in KNOWN_EVENTS:
-        return None
-    return notification
-
-
-def _notification_created(item: dict[str, Any], notification: Notification) -> datetime:
-    try:
-        return parse_created(item.get("created"))
-    except Malformed:
-        return notification.created
-
-
-# ---------------------------------------------------------------------------
-# Registrations at Shoptet
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class RegistrationResult:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-
-
-def register_webhooks(*, installation: Installation, client: ShoptetClient) -> RegistrationResult:
-    """Make Shoptet's registrations for the configured events point at us; change nothing that is right."""
-    return _apply_registrations(installation, client, _by_event(client.list_webhooks()))
-
-
-def reconcile_webhooks(*, installation: Installation, client: ShoptetClient | None = None) -> RegistrationDrift | None:
-    """Compare Shoptet's registrations with the wanted ones, repair them and record any drift."""
-    if not installation.is_active:
-        return None
-    client = client or ShoptetClient(installation)
-    url = webhook_url()
-    current = client.list_webhooks()
-    existing = _by_event(current)
-    wanted = toggles.wanted_events(installation, settings.SHOPTET_WEBHOOK_EVENTS)
-    strays = [
-        webhook
-        for webhook in current
-        if str(webhook.get("event")) not in wanted
-        and str(webhook.get("url") or "").startswith(f"{settings.PUBLIC_URL}/")
-    ]
-    drift = RegistrationDrift(
-        installation=installation,
-        missing=[event for event in wanted if event not in existing],
-        wrong_url=[event for event in wanted if event in existing and existing[event].get("url") != url],
-        strays=[{"id": w.get("id"), "event": w.get("event"), "url": w.get("url")} for w in strays],
-    )
-    if not (drift.missing or drift.wrong_url or drift.strays):
-        _mirror(installation, {event: existing[event] for event in wanted if event in existing})
-        return None
-    drift.save()
-    logger.warning(
-        "webhook registrations drifted eshop_id=%s missing=%s wrong_url=%s strays=%s",
-        installation.eshop_id,
-        drift.missing,
-        drift.wrong_url,
-        [w["event"] for w in drift.strays],
-    )
-    try:
-        for webhook in strays:
-            client.delete_webhook(int(webhook["id"]))
-            existing.pop(str(webhook.get("event")), None)
-        _apply_registrations(installation, client, existing)
-    except Exception as error:
-        drift.error = f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH]
-        drift.save(update_fields=["error"])
-        raise
-    drift.repaired = True
-    drift.save(update_fields=["repaired"])
-    return drift
-
-
-def watched_installations() -> QuerySet[Installation]:
-    """Active, onboarded installations: the ones whose registrations and notifications are checked."""
-    return Installation.objects.filter(
-        status=Installation.Status.ACTIVE, onboarding_status=Installation.Onboarding.DONE
-    )
-
-
-def installations_to_watch(*, share: Slice = EVERYTHING) -> list[int]:
-    """The watched installations in `share` (one beat tick's slice of a sweep), by pk."""
-    return list(share.of(watched_installations()).order_by("pk").values_list("pk", flat=True))
-
-
-def watch_slice(period: timedelta, *, moment: datetime | None = None) -> Slice:
-    """The slice of the watched installations that a sweep of `period` checks at `moment` (now)."""
-    return slice_at(period, population=watched_installations().count(), moment=moment)
-
-
-def _apply_registrations(
-    installation: Installation, client: ShoptetClient, existing: dict[str, dict[str, Any]]
-) -> RegistrationResult:
-    url = webhook_url()
-    result = RegistrationResult()
-    wanted = toggles.wanted_events(installation, settings.SHOPTET_WEBHOOK_EVENTS)
-    for event in wanted:
-        current = existing.get(event)
-        if current is None:
-            continue
-        if current.get("url") == url:
-            result.unchanged.append(event)
-        else:
-            existing[event] = client.update_webhook(int(current["id"]), url=url) or {**current, "url": url}
-            result.updated.append(event)
-    missing = [event for event in wanted if event not in existing]
-    for start in range(0, len(missing), REGISTRATION_BATCH):
-        batch = missing[start : start + REGISTRATION_BATCH]
-        existing.update(_create(client, batch, url))
-        result.created.extend(batch)
-    _mirror(installation, {event: existing[event] for event in wanted if event in existing})
-    logger.info(
-        "webhooks registered eshop_id=%s created=%s updated=%s unchanged=%s",
-        installation.eshop_id,
-        len(result.created),
-        len(result.updated),
-        len(result.unchanged),
-    )
-    return result
-
-
-def _create(client: ShoptetClient, events: list[str], url: str) -> dict[str, dict[str, Any]]:
-    try:
-        created = client.create_webhooks([{"event": event, "url": url} for event in events])
-    except (Conflict, Unprocessable):
-        # Another run registered some of them meanwhile (Shoptet answers 422, or 409 by some accounts):
-        # read the truth back and fix whatever is still missing or wrong one by one.
-        return _create_one_by_one(client, events, url)
-    return _by_event(created)
-
-
-def _create_one_by_one(client: ShoptetClient, events: list[str], url: str) -> dict[str, dict[str, Any]]:
-    registered = _by_event(client.list_webhooks())
-    for event in events:
-        current = registered.get(event)
-        if current is None:
-            registered.update(_by_event(client.create_webhooks([{"event": event, "url": url}])))
-        elif current.get("url") != url:
-            registered[event] = client.update_webhook(int(current["id"]), url=url) or {**current, "url": url}
-    return {event: registered[event] for event in events if event in registered}
-
-
-def _by_event(webhooks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {str(webhook["event"]): webhook for webhook in webhooks if webhook.get("event")}
-
-
-@transaction.atomic
-def _mirror(installation: Installation, registered: dict[str, dict[str, Any]]) -> None:
-    """Record locally what Shoptet confirmed, so staff and the API see it without asking Shoptet."""
-    installation.webhook_registrations.exclude(event__in=registered).delete()
-    for event, webhook in registered.items():
-        WebhookRegistration.objects.update_or_create(
-            installation=installation,
-            event=event,
-            defaults={"shoptet_id": int(webhook["id"]), "url": str(webhook.get("url") or "")},
-        )
