@@ -53,7 +53,7 @@ def exchange_code(*, oauth_url: str, client_id: str, client_secret: str, code: s
         "scope": SCOPE,
     }
     response = _call("POST", f"{oauth_url}token", data=fields)
-    body = _json(response)
+    body = json_object(response)
     if response.status_code != 200 or body.get("error") or not body.get("access_token"):
         raise OAuthError.from_response(response)
     return str(body["access_token"])
@@ -68,7 +68,7 @@ def basic_eshop(*, oauth_url: str, access_token: str) -> BasicEshop:
         params={"method": "getBasicEshop"},
         headers={"Authorization": f"Bearer {access_token}"},
     )
-    body = _json(response)
+    body = json_object(response)
     data = body.get("data")
     if response.status_code != 200 or not body.get("success") or not isinstance(data, dict):
         raise TransportError(f"getBasicEshop answered HTTP {response.status_code} without its data")
@@ -89,11 +89,12 @@ def _call(method: str, url: str, **kwargs: Any) -> requests.Response:
         raise TransportError(f"the e-shop's OAuth server is unreachable ({type(error).__name__})") from error
 
 
-def _json(response: requests.Response) -> dict[str, Any]:
+def json_object(response: requests.Response, *, server: str = "the e-shop's OAuth server") -> dict[str, Any]:
+    """An OAuth server's answer as a JSON object; anything else is a TransportError naming `server`."""
     try:
         body = response.json()
     except ValueError as error:
-        raise TransportError("the e-shop's OAuth server answered with something that is not JSON") from error
+        raise TransportError(f"{server} answered with something that is not JSON") from error
     if not isinstance(body, dict):
-        raise TransportError("the e-shop's OAuth server answered with an unexpected JSON value")
+        raise TransportError(f"{server} answered with an unexpected JSON value")
     return body

@@ -21,6 +21,7 @@ from django.core.cache import cache
 
 from config import crypto, metrics
 from config.logs import bound_eshop
+from shoptet_api import oauth
 from shoptet_api.errors import AddonNotInstalled, AddonSuspended, MaximumTokensReached, OAuthError, TransportError
 from shoptet_api.ids import InvalidEshopId, parse_eshop_id
 from shoptet_api.tenant import Tenant, addon_refused
@@ -118,12 +119,7 @@ def exchange_code(code: str, *, timeout: float | None = None) -> Grant:
 
 
 def _grant_from(response: requests.Response) -> Grant:
-    try:
-        body = response.json()
-    except ValueError as error:
-        raise TransportError("Shoptet's OAuth server answered with something that is not JSON") from error
-    if not isinstance(body, dict):
-        raise TransportError("Shoptet's OAuth server answered with an unexpected JSON value")
+    body = oauth.json_object(response, server="Shoptet's OAuth server")
     if body.get("error"):
         raise OAuthError(str(body["error"]), str(body.get("error_description") or ""), status=response.status_code)
     access_token = body.get("access_token")

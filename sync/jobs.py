@@ -147,6 +147,17 @@ def request_changes_everywhere(*, share: Slice = EVERYTHING) -> list[SyncJob]:
     return [job for installation in installations for job in request_changes(installation=installation)]
 
 
+# A snapshot that starts over asks Shoptet for a new job: nothing of the old one is kept.
+NEW_SHOPTET_JOB: dict[str, Any] = {
+    "status": Status.REQUESTED,
+    "shoptet_job_id": "",
+    "result_url": "",
+    "valid_until": None,
+    "polls": 0,
+    "next_poll_at": None,
+}
+
+
 def retry_job(*, job: SyncJob) -> SyncJob:
     """Run a failed job again; a snapshot reuses its result file while that is valid. The caller enqueues."""
     if job.status != Status.FAILED:
@@ -159,16 +170,7 @@ def retry_job(*, job: SyncJob) -> SyncJob:
     if reuse:
         changes.update(status=Status.RUNNING, next_poll_at=None)
     else:
-        changes.update(
-            status=Status.REQUESTED,
-            shoptet_job_id="",
-            result_url="",
-            valid_until=None,
-            polls=0,
-            next_poll_at=None,
-            restarts=0,
-            started_at=None,
-        )
+        changes.update(NEW_SHOPTET_JOB, restarts=0, started_at=None)
     try:
         with transaction.atomic():
             SyncJob.objects.filter(pk=job.pk, status=Status.FAILED).update(**changes)

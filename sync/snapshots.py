@@ -331,12 +331,7 @@ def _restart(job: SyncJob, reason: str) -> SyncJob:
     if job.restarts >= MAX_RESTARTS:
         return jobs.fail_job(job=job, error=f"{reason}; gave up after {MAX_RESTARTS} new jobs")
     restarted = SyncJob.objects.filter(pk=job.pk, status__in=[Status.RUNNING, Status.IMPORTING]).update(
-        status=Status.REQUESTED,
-        shoptet_job_id="",
-        result_url="",
-        valid_until=None,
-        polls=0,
-        next_poll_at=None,
+        **jobs.NEW_SHOPTET_JOB,
         restarts=F("restarts") + 1,
         **leases.released(),
         note=reason[:255],
